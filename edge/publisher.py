@@ -1,0 +1,225 @@
+"""The device's MQTT connection: last will, retained status, QoS 1 publishing, reconnection.
+
+paho runs the network loop on its own thread (``connect_async`` + ``loop_start``), reconnects by
+itself with a growing delay, and resends QoS 1 messages still waiting for their PUBACK. This class
+only translates between paho and the agent: it reports connection changes and delivered message ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.contract import Status, StatusValue, encode_status
+from edge.topics import status_topic, telemetry_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """How to reach the broker.
+
+    Attributes:
+        host: Broker host name.
+        port: Broker port (1883 plain, 8883 TLS by convention).
+        username: Per-device user name; the broker's ACL confines it to its own topics.
+        password: Its password; never logged.
+        ca_file: CA bundle to verify the broker; setting it turns TLS on.
+        cert_file: Client certificate, for brokers that authenticate devices by certificate.
+        key_file: Key of the client certificate.
+        keepalive_s: MQTT keepalive; the broker declares the device offline after 1.5 times this.
+        reconnect_min_s: First reconnection delay; it doubles up to ``reconnect_max_s``.
+        reconnect_max_s: Longest reconnection delay.
+    """
+
+    host: str = "localhost"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_s: int = 30
+    reconnect_min_s: int = 1
+    reconnect_max_s: int = 60
+
+    def __repr__(self) -> str:  # keeps the password out of logs and tracebacks
+        secret = "***" if self.password else None
+        return f"BrokerSettings(host={self.host!r}, port={self.port}, username={self.username!r}, password={secret})"
+
+
+class Publisher:
+    """One device's MQTT session.
+
+    Every publish happens on the caller's thread, and acknowledgements come back through
+    :meth:`drain_acks` on that same thread, so the caller never races paho's network thread.
+
+    Args:
+        site: The device's site (a topic level).
+        device: The device id (a topic level, and the MQTT client id).
+        broker: Connection settings.
+        wake: Set from paho's thread whenever an acknowledgement or a connection arrives, so the
+            caller can sleep until there is work.
+        max_inflight: QoS 1 messages on the wire at once; paho holds the rest until PUBACKs free room.
+    """
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        device: str,
+        broker: BrokerSettings,
+        wake: threading.Event | None = None,
+        max_inflight: int = 20,
+    ) -> None:
+        self.device = device
+        self._telemetry = telemetry_topic(site, device)
+        self._status = status_topic(site, device)
+        self._broker = broker
+        self._wake = wake or threading.Event()
+        self._connected = threading.Event()
+        self._acks: deque[int] = deque()  # appended by paho's thread, drained by the caller's
+        self._connects = 0
+        self._connects_seen = 0
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=device,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=True,
+        )
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.ca_file is not None:
+            client.tls_set(
+                ca_certs=broker.ca_file,
+                certfile=broker.cert_file,
+                keyfile=broker.key_file,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        # The broker publishes this for us if we vanish without saying goodbye.
+        client.will_set(self._status, encode_status(Status(device, "offline")), qos=1, retain=True)
+        client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up right now."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or ``timeout`` seconds pass; returns whether connected."""
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps retrying until :meth:`stop`."""
+        log.info("%s connecting to %s:%d", self.device, self._broker.host, self._broker.port)
+        self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self, fields: dict[str, StatusValue] | None = None, timeout: float = 5.0) -> None:
+        """Say goodbye: publish a retained ``offline`` status, then disconnect."""
+        if self.connected:
+            info = self._client.publish(
+                self._status, self._status_payload("offline", fields or {}), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("%s could not publish its offline status", self.device)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def take_reconnect(self) -> bool:
+        """Whether the session (re)connected since the last call."""
+        connects = self._connects
+        fresh = connects != self._connects_seen
+        self._connects_seen = connects
+        return fresh
+
+    def drain_acks(self) -> list[int]:
+        """Message ids the broker acknowledged since the last call, in arrival order."""
+        acks = []
+        while self._acks:
+            acks.append(self._acks.popleft())
+        return acks
+
+    def publish_telemetry(self, payload: bytes) -> int | None:
+        """Queue one telemetry batch at QoS 1.
+
+        Returns:
+            The message id that :meth:`drain_acks` will return once the broker has the batch,
+            or ``None`` if paho refused to queue it (the caller keeps the batch and retries).
+            While disconnected, paho queues the message and sends it after reconnecting.
+        """
+        info = self._client.publish(self._telemetry, payload, qos=1)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("%s could not queue a batch: %s", self.device, mqtt.error_string(info.rc))
+            return None
+        return info.mid
+
+    def publish_status(self, fields: dict[str, StatusValue]) -> int:
+        """Publish the retained ``online`` status with the given health fields."""
+        return self._client.publish(
+            self._status, self._status_payload("online", fields), qos=1, retain=True
+        ).mid
+
+    def _status_payload(self, state: str, fields: dict[str, StatusValue]) -> bytes:
+        status = Status(
+            self.device, "online" if state == "online" else "offline", datetime.now(UTC), fields
+        )
+        return encode_status(status)
+
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.warning("%s connection refused: %s", self.device, reason)
+            return
+        log.info("%s connected", self.device)
+        self._connects += 1
+        self._connected.set()
+        self._wake.set()
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            log.info("%s disconnected: %s", self.device, reason)
+        self._connected.clear()
+
+    def _handle_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._acks.append(mid)
+        self._wake.set()
