@@ -1,0 +1,94 @@
+"""``smartcity ingest | migrate | check-config``: the ingest service's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from edge.errors import ConfigError
+from ingest import config as ingest_config
+from ingest.schema import MigrationError, migrate
+from ingest.service import IngestService
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure logging once, for people reading a terminal or a journal."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    # paho logs every packet at DEBUG through aiomqtt's logger; keep that opt-in.
+    logging.getLogger("mqtt").setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+async def serve(service: IngestService) -> None:
+    """Run ``service`` until SIGINT/SIGTERM; a second signal aborts the graceful stop."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("stopping: writing and acknowledging what is in hand")
+            service.stop()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    await service.run()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every ingest command shares."""
+    parser.add_argument(
+        "--config", help="TOML file with an [ingest] table (CITY_INGEST_* env overrides)"
+    )
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """``smartcity ingest``."""
+    config = ingest_config.load(args.config)
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(IngestService(config)))
+    except asyncio.CancelledError:
+        log.warning("stopped without finishing; unacknowledged messages stay with the broker")
+        return 1
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """``smartcity migrate``."""
+    config = ingest_config.load(args.config)
+    setup_logging(config.log_level)
+    applied = migrate(config.database_url, timescaledb=config.timescaledb)
+    print("applied " + ", ".join(f"{v:03d}" for v in applied) if applied else "schema up to date")
+    return 0
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    """``smartcity check-config``: load and validate, print the result, start nothing."""
+    config = ingest_config.load(args.config)
+    print(f"ok: {config!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ingest``: the ingest service alone."""
+    parser = argparse.ArgumentParser(prog="python -m ingest", description="Run the ingest service.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_ingest(args)
+    except (ConfigError, MigrationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,98 @@
+"""Ingest settings: TOML file, ``CITY_INGEST_*`` environment, secret files; checked before start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edge.errors import ConfigError
+from edge.settings import load_settings, read_toml
+
+ENV_PREFIX = "CITY_INGEST_"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """Everything the ingest service needs, with production defaults.
+
+    Attributes:
+        database_url: libpq connection string of the ingest (writer) role.
+        broker_host: MQTT broker host.
+        broker_port: MQTT broker port.
+        broker_username: Ingest's broker account.
+        broker_password: Its password (prefer ``broker_password_file``); never logged.
+        broker_ca_file: CA bundle; setting it turns TLS on.
+        mqtt_protocol: ``5`` (shared subscriptions, receive maximum) or ``3.1.1`` for old brokers.
+        client_id: MQTT client id; stable, so the broker keeps this worker's session while it is away.
+        shared_group: MQTT 5 shared-subscription group; workers in one group split the load.
+        session_expiry_s: How long the broker keeps queueing for this worker while it is away.
+        receive_maximum: Unacknowledged messages the broker may have in flight to this worker:
+            the backpressure window, since ingest acknowledges only after commit.
+        batch_max_rows: A write is started when this many readings are waiting...
+        batch_max_age_s: ...or when the oldest waiting message is this old.
+        queue_max_messages: Messages received but not yet written, at most.
+        max_future_s: Readings stamped further ahead of ingest's clock than this are refused.
+        max_past_s: Readings older than this are refused (edge agents spool for days offline).
+        timescaledb: ``auto``, ``require`` or ``off``, for the schema migration.
+        migrate: Apply pending schema migrations at start.
+        log_level: Python logging level name.
+    """
+
+    database_url: str = "postgresql:///smartcity"
+    broker_host: str = "localhost"
+    broker_port: int = 1883
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_ca_file: str | None = None
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str = "smartcity-ingest-1"
+    shared_group: str | None = None
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 2_000
+    batch_max_rows: int = 5_000
+    batch_max_age_s: float = 0.25
+    queue_max_messages: int = 10_000
+    max_future_s: float = 300.0
+    max_past_s: float = 31 * 24 * 3600.0
+    timescaledb: Literal["auto", "require", "off"] = "auto"
+    migrate: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_maximum <= 65_535:
+            raise ValueError("receive_maximum must be within 1..65535")
+        if self.shared_group is not None and self.mqtt_protocol != "5":
+            raise ValueError("shared_group needs mqtt_protocol 5")
+        for name in ("batch_max_rows", "queue_max_messages", "broker_port"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    def __repr__(self) -> str:  # the password and the database URL's password stay out of logs
+        return (
+            f"IngestConfig(broker={self.broker_host}:{self.broker_port}, "
+            f"client_id={self.client_id!r}, shared_group={self.shared_group!r})"
+        )
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> IngestConfig:
+    """Load the ingest settings from ``path`` (TOML, ``[ingest]`` table) and the environment.
+
+    Raises:
+        ConfigError: With the offending key in the message.
+    """
+    table: dict[str, Any] = {}
+    if path is not None:
+        document = read_toml(path)
+        unknown = set(document) - {"ingest"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [ingest]")
+        table = document.get("ingest", {})
+    return load_settings(
+        IngestConfig,
+        table,
+        env=os.environ if env is None else env,
+        prefix=ENV_PREFIX,
+        source=path or "environment",
+    )

@@ -1,0 +1,196 @@
+"""Turn one MQTT message into accepted readings or a rejection with a reason.
+
+The contract (:mod:`edge.contract`) checks shape and types; this module adds what only the server
+knows: whether the device is registered, whether it published on its own topic, physical ranges,
+and whether timestamps are believable against ingest's clock. Good readings beside bad ones in the
+same message are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import orjson
+
+from edge.contract import (
+    Batch,
+    ContractError,
+    JsonLoads,
+    Reading,
+    decode_batch,
+)
+from edge.metrics import METRICS
+from edge.topics import DeviceTopic, parse_topic
+
+PAYLOAD_EXCERPT_BYTES = 1_024
+
+
+def fast_loads(payload: bytes) -> object:
+    """orjson, falling back to the stdlib for what orjson refuses but the contract tolerates.
+
+    Devices whose JSON library writes ``NaN`` or ``Infinity`` produce payloads that are not strict
+    JSON; the contract parses them anyway so that only those readings are refused
+    (``non_finite``) and the good ones beside them are kept. Truly malformed payloads fail both.
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
+class IngestReason(StrEnum):
+    """Reasons only the server can give, beside the contract's own :class:`~edge.contract.Reason`."""
+
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    DEVICE_MISMATCH = "device_mismatch"
+    SITE_MISMATCH = "site_mismatch"
+    OUT_OF_RANGE = "out_of_range"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused message (``reading_index`` is None) or a refused reading inside a message."""
+
+    topic: str
+    device: str | None
+    reason: str
+    detail: str
+    payload: bytes
+    reading_index: int | None = None
+
+    def excerpt(self) -> str:
+        """The start of the payload as safe text: invalid UTF-8 and NUL bytes escaped."""
+        text = self.payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", errors="backslashreplace")
+        return text.replace("\x00", "\\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A message with at least the envelope valid; ``rejections`` are its refused readings."""
+
+    topic: DeviceTopic
+    batch: Batch
+    rejections: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How far reading timestamps may stray from ingest's clock."""
+
+    max_future: timedelta = timedelta(minutes=5)
+    max_past: timedelta = timedelta(days=31)
+
+    @classmethod
+    def from_seconds(cls, max_future_s: float, max_past_s: float) -> Limits:
+        """Build from the configuration's seconds."""
+        return cls(timedelta(seconds=max_future_s), timedelta(seconds=max_past_s))
+
+
+def _check_reading(reading: Reading, now: datetime, limits: Limits) -> tuple[str, str] | None:
+    metric = METRICS[reading.metric]
+    if not metric.contains(reading.value):
+        return (
+            IngestReason.OUT_OF_RANGE,
+            f"{reading.metric} {reading.value:g} {metric.unit} is outside the physical range "
+            f"{metric.low:g}..{metric.high:g}",
+        )
+    if reading.ts > now + limits.max_future:
+        return (
+            IngestReason.TIMESTAMP_IN_FUTURE,
+            f"ts {reading.ts.isoformat()} is more than {limits.max_future} ahead of ingest",
+        )
+    if reading.ts < now - limits.max_past:
+        return (
+            IngestReason.TIMESTAMP_TOO_OLD,
+            f"ts {reading.ts.isoformat()} is more than {limits.max_past.days} days old",
+        )
+    return None
+
+
+def validate_telemetry(
+    topic: str,
+    payload: bytes,
+    *,
+    sites: Mapping[str, str],
+    now: datetime,
+    limits: Limits = Limits(),  # frozen, so sharing the default is safe
+    loads: JsonLoads = json.loads,
+) -> Accepted | Rejection:
+    """Validate one telemetry message.
+
+    Args:
+        topic: The topic it arrived on.
+        payload: Its raw bytes.
+        sites: Registered devices and their sites.
+        now: Ingest's clock, for timestamp plausibility.
+        limits: Timestamp plausibility window.
+        loads: JSON parser.
+
+    Returns:
+        :class:`Accepted` (possibly with refused readings) or a :class:`Rejection` of the message.
+    """
+    try:
+        where = parse_topic(topic)
+    except ContractError as exc:
+        return Rejection(topic, None, IngestReason.BAD_TOPIC, exc.detail, payload)
+    if where.channel != "telemetry":
+        return Rejection(
+            topic, where.device, IngestReason.BAD_TOPIC, "not a telemetry topic", payload
+        )
+    registered_site = sites.get(where.device)
+    if registered_site is None:
+        return Rejection(
+            topic,
+            where.device,
+            IngestReason.UNKNOWN_DEVICE,
+            f"device {where.device!r} is not registered",
+            payload,
+        )
+    if registered_site != where.site:
+        return Rejection(
+            topic,
+            where.device,
+            IngestReason.SITE_MISMATCH,
+            f"device {where.device!r} is registered at site {registered_site!r}, "
+            f"not {where.site!r}",
+            payload,
+        )
+    try:
+        decoded = decode_batch(payload, loads=loads)
+    except ContractError as exc:
+        return Rejection(topic, where.device, exc.reason, exc.detail, payload)
+    batch = decoded.batch
+    if batch.device != where.device:
+        return Rejection(
+            topic,
+            where.device,
+            IngestReason.DEVICE_MISMATCH,
+            f"payload device {batch.device!r} differs from topic device {where.device!r}",
+            payload,
+        )
+    rejections = [
+        Rejection(topic, where.device, r.reason, r.detail, payload, r.index)
+        for r in decoded.rejected
+    ]
+    kept: list[Reading] = []
+    refused = {r.index for r in decoded.rejected}
+    positions = [i for i in range(len(batch.readings) + len(refused)) if i not in refused]
+    for index, reading in zip(positions, batch.readings, strict=True):
+        problem = _check_reading(reading, now, limits)
+        if problem is None:
+            kept.append(reading)
+        else:
+            rejections.append(
+                Rejection(topic, where.device, problem[0], problem[1], payload, index)
+            )
+    if len(kept) != len(batch.readings):
+        batch = Batch(batch.device, batch.seq, tuple(kept), batch.sent_at, batch.clock_synced)
+    rejections.sort(key=lambda r: r.reading_index or 0)
+    return Accepted(where, batch, tuple(rejections))
