@@ -1,0 +1,1 @@
+"""Real services for the test suite, started on free loopback ports in their own directories."""
