@@ -1,4 +1,4 @@
-"""The agent loop: sample the sensors, build batches, store them, publish them, forget them on PUBACK.
+"""The agent loop: sample, build batches, store them, publish them, forget them on PUBACK.
 
 Everything runs on one thread (the caller's): :meth:`EdgeAgent.tick` does whatever is due and says
 how long it may sleep. paho's network thread only queues acknowledgements for the tick to collect.

@@ -1,8 +1,8 @@
-"""The catalogue of metrics a device may report: canonical unit, family and physical range.
+"""The metrics a device may report, with canonical unit, family and physical range.
 
-Units on the wire are ASCII so every device can type them; :attr:`Metric.display_unit` is what people
-read. The physical range is what the instrument can measure at all: a value outside it is a fault,
-not an event, and ingest rejects it.
+Units on the wire are ASCII so every device can type them; :attr:`Metric.display_unit` is what
+people read. The physical range is what the instrument can measure at all: a value outside it is
+a fault, not an event, and ingest rejects it.
 
 Examples:
     >>> METRICS["pm2_5"].unit

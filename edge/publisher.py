@@ -55,7 +55,10 @@ class BrokerSettings:
 
     def __repr__(self) -> str:  # keeps the password out of logs and tracebacks
         secret = "***" if self.password else None
-        return f"BrokerSettings(host={self.host!r}, port={self.port}, username={self.username!r}, password={secret})"
+        return (
+            f"BrokerSettings(host={self.host!r}, port={self.port}, "
+            f"username={self.username!r}, password={secret})"
+        )
 
 
 class Publisher:
@@ -70,7 +73,8 @@ class Publisher:
         broker: Connection settings.
         wake: Set from paho's thread whenever an acknowledgement or a connection arrives, so the
             caller can sleep until there is work.
-        max_inflight: QoS 1 messages on the wire at once; paho holds the rest until PUBACKs free room.
+        max_inflight: QoS 1 messages on the wire at once; paho holds the rest back until
+            PUBACKs free room.
     """
 
     def __init__(

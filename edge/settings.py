@@ -48,7 +48,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def _coerce(name: str, value: object, hint: object) -> object:
+def _coerce(name: str, value: object, hint: object) -> object:  # noqa: PLR0911, PLR0912  # one branch per type
     """Check ``value`` against the annotation ``hint``; strings from the environment are parsed."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -141,11 +141,11 @@ def load_settings(
                 if env_key in env:
                     values[key] = env[env_key]
     resolved: dict[str, object] = {}
-    for key, value in values.items():
-        target = key
+    for key, raw in values.items():
+        target, value = key, raw
         if key not in fields and key.endswith("_file") and key[: -len("_file")] in fields:
             target = key[: -len("_file")]
-            value = _read_secret(f"{source}: {key}", value)
+            value = _read_secret(f"{source}: {key}", raw)
         elif key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown setting {key!r} (known: {known})")

@@ -25,11 +25,12 @@ class IngestConfig:
         broker_password: Its password (prefer ``broker_password_file``); never logged.
         broker_ca_file: CA bundle; setting it turns TLS on.
         mqtt_protocol: ``5`` (shared subscriptions, receive maximum) or ``3.1.1`` for old brokers.
-        client_id: MQTT client id; stable, so the broker keeps this worker's session while it is away.
+        client_id: MQTT client id; stable, so the broker keeps this worker's session while it
+            is away.
         shared_group: MQTT 5 shared-subscription group; workers in one group split the load.
         session_expiry_s: How long the broker keeps queueing for this worker while it is away.
-        receive_maximum: Unacknowledged messages the broker may have in flight to this worker:
-            the backpressure window, since ingest acknowledges only after commit.
+        receive_maximum: Unacknowledged messages the broker may have in flight to this
+            worker: the backpressure window, since ingest acknowledges only after commit.
         batch_max_rows: A write is started when this many readings are waiting...
         batch_max_age_s: ...or when the oldest waiting message is this old.
         queue_max_messages: Messages received but not yet written, at most.

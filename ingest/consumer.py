@@ -15,10 +15,12 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
+import paho.mqtt.client as paho_mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -60,7 +62,7 @@ class Consumer:
         v5 = config.mqtt_protocol == "5"
         properties = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = config.session_expiry_s
             properties.ReceiveMaximum = config.receive_maximum
         tls = (
@@ -75,8 +77,9 @@ class Consumer:
             password=config.broker_password,
             identifier=config.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            # A persistent session either way: the broker queues for ingest while it is away.
             clean_session=None if v5 else False,
-            clean_start=False,
+            clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             tls_context=tls,
             keepalive=30,
@@ -143,10 +146,8 @@ class Consumer:
                     break
                 delay = backoff.next_delay()
                 log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
-                try:
+                with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
-                except TimeoutError:
-                    pass
         self.connected.clear()
 
     async def _receive(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:

@@ -150,7 +150,7 @@ class Pipeline:
         return True
 
     async def run(self, stopping: asyncio.Event, registry_refresh_s: float = 30.0) -> None:
-        """Process messages until ``stopping`` is set and the queue is empty, then set ``drained``."""
+        """Process messages until ``stopping`` is set and the queue is empty; then ``drained``."""
         await self.refresh_sites()
         pending = _Pending()
         while True:

@@ -43,7 +43,7 @@ def fast_loads(payload: bytes) -> object:
 
 
 class IngestReason(StrEnum):
-    """Reasons only the server can give, beside the contract's own :class:`~edge.contract.Reason`."""
+    """Reasons only the server can give, beside the contract's :class:`~edge.contract.Reason`."""
 
     BAD_TOPIC = "bad_topic"
     UNKNOWN_DEVICE = "unknown_device"
@@ -114,7 +114,7 @@ def _check_reading(reading: Reading, now: datetime, limits: Limits) -> tuple[str
     return None
 
 
-def validate_telemetry(
+def validate_telemetry(  # noqa: PLR0911  # one early return per refusal
     topic: str,
     payload: bytes,
     *,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from ingest.schema import migrate
-from tests.services._process import ServiceUnavailable
+from tests.services._process import ServiceUnavailableError
 from tests.services.embedded import EmbeddedServer
 from tests.services.mosquitto import Mosquitto
 from tests.services.postgres import PostgresServer, create_database, drop_database, replace_dbname
@@ -39,7 +39,7 @@ class Database:
 def _started(service: object) -> None:
     try:
         service.start()  # type: ignore[attr-defined]
-    except ServiceUnavailable as exc:
+    except ServiceUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
@@ -51,7 +51,7 @@ def mosquitto() -> Iterator[Mosquitto | None]:
         return
     try:
         broker = Mosquitto()
-    except ServiceUnavailable as exc:
+    except ServiceUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
     _started(broker)
     yield broker
@@ -75,7 +75,7 @@ def timescale_admin_dsn() -> Iterator[str]:
         return
     try:
         server = PostgresServer()
-    except ServiceUnavailable as exc:
+    except ServiceUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)
     _started(server)
     yield server.dsn()

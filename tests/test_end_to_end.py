@@ -20,9 +20,10 @@ DEVICES = 20
 def stored(dsn: str) -> list[tuple[str, str, str, datetime]]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT s.device_id, s.sensor, s.metric, r.ts FROM readings r JOIN streams s USING (stream_id)"
+            "SELECT s.device_id, s.sensor, s.metric, r.ts"
+            " FROM readings r JOIN streams s USING (stream_id)"
         ).fetchall()
-    return [(str(d), str(s), str(m), ts) for d, s, m, ts in rows]  # type: ignore[misc]
+    return [(str(d), str(s), str(m), ts) for d, s, m, ts in rows]
 
 
 @pytest.mark.slow

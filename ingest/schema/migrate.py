@@ -118,9 +118,10 @@ def migrate(conninfo: str, *, timescaledb: TimescaleMode = "auto") -> list[int]:
                         )
                     continue
                 with conn.transaction():
-                    conn.execute(migration.sql.encode())  # our own file, several statements
+                    conn.execute(migration.sql.encode())  # our own file: several statements
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
                         (migration.version, migration.name, migration.checksum),
                     )
                 log.info("applied migration %03d_%s", migration.version, migration.name)

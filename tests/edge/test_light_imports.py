@@ -5,6 +5,7 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import edge
@@ -38,8 +39,6 @@ def test_importing_every_edge_module_loads_nothing_heavy() -> None:
 
 
 def test_edge_extra_depends_on_paho_only() -> None:
-    import tomllib
-
     root = Path(edge.__file__).resolve().parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert project["dependencies"] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from datetime import UTC, datetime, timedelta
 
@@ -63,7 +64,7 @@ def test_bins_fill_by_day_and_are_emptied_on_collection() -> None:
     for _ in range(7 * 24 * 4):
         levels.append(next(r.value for r in sensor.read(at) if r.metric == "fill_level"))
         at += timedelta(minutes=15)
-    drops = [later - earlier for earlier, later in zip(levels, levels[1:], strict=False)]
+    drops = [later - earlier for earlier, later in itertools.pairwise(levels)]
     assert max(levels) >= 60
     assert min(drops) < -50  # a collection round emptied it
 

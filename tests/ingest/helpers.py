@@ -27,7 +27,7 @@ def stored_keys(dsn: str) -> list[tuple[str, str, str, datetime, float]]:
             "SELECT s.device_id, s.sensor, s.metric, r.ts, r.value FROM readings r"
             " JOIN streams s USING (stream_id) ORDER BY 1, 2, 3, 4"
         ).fetchall()
-    return [(str(a), str(b), str(c), d, float(e)) for a, b, c, d, e in rows]  # type: ignore[arg-type]
+    return [(str(a), str(b), str(c), d, float(e)) for a, b, c, d, e in rows]
 
 
 def rejection_rows(dsn: str) -> list[tuple[str | None, str, int | None]]:
@@ -36,7 +36,7 @@ def rejection_rows(dsn: str) -> list[tuple[str | None, str, int | None]]:
         rows = conn.execute(
             "SELECT device_id, reason, reading_index FROM rejections ORDER BY id"
         ).fetchall()
-    return [(a, str(b), c) for a, b, c in rows]  # type: ignore[misc]
+    return [(a, str(b), c) for a, b, c in rows]
 
 
 def batch_payload(device: str, seq: int, start: datetime, count: int = 3) -> bytes:

@@ -35,9 +35,9 @@ class Acks:
         )
 
 
-def pipeline(store: object, **kwargs: object) -> Pipeline:
-    return Pipeline(  # type: ignore[arg-type]
-        store, MemoryDirectory(dict(SITES)), loads=fast_loads, max_age_s=0.05, **kwargs
+def pipeline(store: MemoryStore, max_rows: int = 5_000) -> Pipeline:
+    return Pipeline(
+        store, MemoryDirectory(dict(SITES)), loads=fast_loads, max_age_s=0.05, max_rows=max_rows
     )
 
 

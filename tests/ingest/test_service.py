@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -91,8 +92,6 @@ async def test_status_messages_update_the_device(
         )
 
         def updated() -> bool:
-            import psycopg
-
             with psycopg.connect(dsn) as conn:
                 row = conn.execute("SELECT state, status FROM devices").fetchone()
             return row == ("online", {"backlog": 4, "software": "1.2"})

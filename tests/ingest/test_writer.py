@@ -115,7 +115,7 @@ async def test_rejections_seen_and_status_are_written_with_the_batch(
 
 async def test_a_failed_batch_leaves_nothing_behind(pool: Pool, database: Database) -> None:
     store = PostgresStore(pool)
-    bad = rows("aq-0001", AT, 3) + [Row("unregistered", "aq", "pm2_5", "ug/m3", AT, 1.0)]
+    bad = [*rows("aq-0001", AT, 3), Row("unregistered", "aq", "pm2_5", "ug/m3", AT, 1.0)]
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await store.write(WriteBatch(rows=bad))
     assert stored_keys(database.dsn) == []

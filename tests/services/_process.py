@@ -12,7 +12,7 @@ from pathlib import Path
 INSTALL_HINT = "run `make deps` (scripts/install-test-deps.sh) to install it"
 
 
-class ServiceUnavailable(RuntimeError):
+class ServiceUnavailableError(RuntimeError):
     """A service the tests need cannot be started; the message says how to fix it."""
 
 
@@ -20,7 +20,7 @@ def find_binary(name: str, *extra_dirs: str) -> str:
     """Find ``name`` on PATH or in ``extra_dirs`` (Debian puts daemons in /usr/sbin)."""
     found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(extra_dirs))
     if found is None:
-        raise ServiceUnavailable(f"{name} is not installed: {INSTALL_HINT}")
+        raise ServiceUnavailableError(f"{name} is not installed: {INSTALL_HINT}")
     return found
 
 
@@ -50,7 +50,7 @@ def service_user(name: str) -> str | None:
     try:
         pwd.getpwnam(name)
     except KeyError as exc:
-        raise ServiceUnavailable(f"user {name!r} does not exist: {INSTALL_HINT}") from exc
+        raise ServiceUnavailableError(f"user {name!r} does not exist: {INSTALL_HINT}") from exc
     return name
 
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from tests.services._process import (
-    ServiceUnavailable,
+    ServiceUnavailableError,
     find_binary,
     free_port,
     hand_over,
@@ -63,7 +63,7 @@ class Mosquitto:
         )
         if not wait_for_port(self.port, 10):
             self.stop()
-            raise ServiceUnavailable(f"mosquitto did not start:\n{tail(self.log_path)}")
+            raise ServiceUnavailableError(f"mosquitto did not start:\n{tail(self.log_path)}")
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the broker (SIGTERM saves its persistence file; ``kill`` does not)."""

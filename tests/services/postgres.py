@@ -12,7 +12,7 @@ from psycopg import sql
 
 from tests.services._process import (
     INSTALL_HINT,
-    ServiceUnavailable,
+    ServiceUnavailableError,
     free_port,
     hand_over,
     service_user,
@@ -47,8 +47,10 @@ def find_bindir() -> Path:
         if (share / "extension" / "timescaledb.control").exists():
             return bindir
     if candidates:
-        raise ServiceUnavailable(f"TimescaleDB is not installed for PostgreSQL: {INSTALL_HINT}")
-    raise ServiceUnavailable(f"PostgreSQL server is not installed: {INSTALL_HINT}")
+        raise ServiceUnavailableError(
+            f"TimescaleDB is not installed for PostgreSQL: {INSTALL_HINT}"
+        )
+    raise ServiceUnavailableError(f"PostgreSQL server is not installed: {INSTALL_HINT}")
 
 
 class PostgresServer:
@@ -73,7 +75,7 @@ class PostgresServer:
             cwd=self.directory,
         )
         if result.returncode != 0:
-            raise ServiceUnavailable(
+            raise ServiceUnavailableError(
                 f"{args[0]} failed ({result.returncode}): {result.stderr.strip()}\n"
                 f"{tail(self.log_path)}"
             )
