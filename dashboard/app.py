@@ -1,0 +1,78 @@
+"""The Dash shell: header, navigation, the live-update timer, and the page container."""
+
+from __future__ import annotations
+
+import importlib
+
+import dash
+from dash import Dash, dcc, html
+from psycopg_pool import ConnectionPool
+
+from dashboard import ids
+from dashboard.attributes import attrs
+from dashboard.config import DashboardConfig
+from dashboard.queries import POOL_KEY
+
+PAGES = ("dashboard.pages.overview",)
+SETTINGS_KEY = "smartcity.settings"
+
+
+def open_pool(database_url: str) -> ConnectionPool:
+    """A small read pool; opened lazily so a missing database shows on the page, not at import."""
+    return ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=4,
+        open=False,
+        name="dashboard",
+        kwargs={"autocommit": True},
+    )
+
+
+def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> Dash:
+    """Build the app; the caller serves ``app.server`` (a Flask WSGI app).
+
+    Args:
+        config: Settings.
+        pool: An open pool to use; by default one is opened on ``config.database_url``.
+    """
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",  # pages are imported below, once per process, not re-executed by Dash
+        title=config.title,
+        update_title=None,  # type: ignore[arg-type]  # None turns "Updating..." off, as documented
+        suppress_callback_exceptions=True,
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    for module in PAGES:
+        importlib.import_module(module)
+    if pool is None:
+        pool = open_pool(config.database_url)
+        pool.open(wait=False)
+    app.server.extensions[POOL_KEY] = pool
+    app.server.extensions[SETTINGS_KEY] = config
+    app.layout = html.Div(
+        className="shell",
+        children=[
+            html.Header(
+                className="shell-header",
+                children=[
+                    html.H1(config.title),
+                    html.Nav(
+                        [
+                            dcc.Link(page["name"], href=page["relative_path"], className="nav-link")
+                            for page in dash.page_registry.values()
+                        ],
+                        **attrs(aria_label="Pages"),
+                    ),
+                    html.P(
+                        id=ids.LAST_UPDATE, className="last-update", **attrs(aria_live="polite")
+                    ),
+                ],
+            ),
+            dcc.Interval(id=ids.REFRESH, interval=int(config.refresh_s * 1000)),
+            html.Main(dash.page_container),
+        ],
+    )
+    return app

@@ -1,0 +1,63 @@
+"""Dashboard settings: a ``[dashboard]`` TOML table, ``CITY_DASHBOARD_*`` variables, secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge.errors import ConfigError
+from edge.settings import load_settings, read_toml
+
+ENV_PREFIX = "CITY_DASHBOARD_"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """What the control room needs.
+
+    Attributes:
+        database_url: libpq connection string of the read-only dashboard role.
+        host: Interface to listen on.
+        port: Port to listen on (0: any free port).
+        refresh_s: Seconds between two live updates of the open page.
+        stale_after_s: A device silent for longer than this is shown as stale.
+        title: Shown in the header and the browser tab.
+        log_level: Python logging level name.
+    """
+
+    database_url: str = "postgresql:///smartcity"
+    host: str = "127.0.0.1"
+    port: int = 8050
+    refresh_s: float = 5.0
+    stale_after_s: float = 300.0
+    title: str = "City telemetry"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.refresh_s < 1:
+            raise ValueError("refresh_s must be at least 1 second")
+        if not 0 <= self.port < 65_536:
+            raise ValueError("port must be within 0..65535 (0: any free port)")
+
+    def __repr__(self) -> str:  # the database URL may carry a password
+        return f"DashboardConfig(host={self.host!r}, port={self.port}, refresh_s={self.refresh_s})"
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> DashboardConfig:
+    """Load the settings from ``path`` (TOML, ``[dashboard]`` table) and the environment."""
+    table: dict[str, Any] = {}
+    if path is not None:
+        document = read_toml(path)
+        unknown = set(document) - {"dashboard"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [dashboard]")
+        table = document.get("dashboard", {})
+    return load_settings(
+        DashboardConfig,
+        table,
+        env=os.environ if env is None else env,
+        prefix=ENV_PREFIX,
+        source=path or "environment",
+    )

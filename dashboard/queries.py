@@ -1,0 +1,68 @@
+"""Parameterised, read-only SQL returning DataFrames: the dashboard's only database access.
+
+Callbacks reach the pool through the Flask app serving them, so nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from flask import current_app
+from psycopg_pool import ConnectionPool
+
+POOL_KEY = "smartcity.pool"
+
+
+def pool() -> ConnectionPool:
+    """The connection pool of the app serving the current request."""
+    return current_app.extensions[POOL_KEY]  # type: ignore[no-any-return]
+
+
+def _frame(
+    sql: str, params: tuple[object, ...] = (), *, db: ConnectionPool | None = None
+) -> pd.DataFrame:
+    with (db or pool()).connection() as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        columns = [c.name for c in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+_DEVICES = """
+SELECT d.device_id, d.name, d.site, d.family, d.lat, d.lon, d.last_seen, d.state,
+       (SELECT max(l.ts) FROM latest l JOIN streams s USING (stream_id)
+         WHERE s.device_id = d.device_id) AS last_reading
+  FROM devices d
+ ORDER BY d.site, d.device_id
+"""
+
+_LATEST = """
+SELECT s.device_id, s.metric, s.unit, l.ts, l.value
+  FROM latest l JOIN streams s USING (stream_id)
+ ORDER BY s.device_id, s.metric
+"""
+
+_TOTALS = """
+SELECT (SELECT count(*) FROM devices) AS devices,
+       (SELECT count(*) FROM devices WHERE last_seen > %(since)s) AS reporting,
+       (SELECT count(*) FROM latest WHERE ts > %(since)s) AS live_streams,
+       (SELECT count(*) FROM rejections WHERE received_at > %(since)s) AS rejections
+"""
+
+
+def devices(*, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """Every registered device with its position, state and last reading time."""
+    return _frame(_DEVICES, db=db)
+
+
+def latest_values(*, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """The latest value of every stream: device_id, metric, unit, ts, value."""
+    return _frame(_LATEST, db=db)
+
+
+def totals(since: datetime, *, db: ConnectionPool | None = None) -> dict[str, int]:
+    """Headline counts since ``since``: devices, reporting devices, live streams, rejections."""
+    with (db or pool()).connection() as conn:
+        row = conn.execute(_TOTALS, {"since": since}).fetchone()
+    names = ("devices", "reporting", "live_streams", "rejections")
+    return dict(zip(names, (int(v) for v in row), strict=True)) if row else dict.fromkeys(names, 0)

@@ -1,0 +1,1 @@
+"""Streaming anomaly detection over committed batches (numba kernels over per-stream state)."""
