@@ -14,7 +14,6 @@ deps:
 test: deps
 	@scripts/venv.sh $(VENV) dev
 	$(VENV)/bin/python -m pytest
-	NUMBA_DISABLE_JIT=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/processing
 
 lint:
 	@scripts/venv.sh $(VENV) dev

@@ -1,2 +1,91 @@
-def main() -> None:
-    pass
+"""``smartcity``: the server side's one command (demo, ingest, dashboard, migrate, check-config)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge.errors import ConfigError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from smartcity import demo  # noqa: PLC0415  # each command imports only what it runs
+
+    return demo.run(
+        demo.DemoSettings(
+            data_dir=Path(args.data_dir),
+            devices=args.devices,
+            seed=args.seed,
+            broker=args.broker,
+            mqtt_port=args.mqtt_port,
+            dashboard_port=args.port,
+            duration_s=args.duration,
+        )
+    )
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ingest import cli  # noqa: PLC0415
+
+    return cli.run_ingest(args)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from ingest import cli  # noqa: PLC0415
+
+    return cli.run_migrate(args)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from ingest import cli  # noqa: PLC0415
+
+    return cli.run_check_config(args)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from dashboard import cli  # noqa: PLC0415
+
+    return cli.run_dashboard(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="smartcity", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole platform with a simulated city")
+    demo.add_argument("--data-dir", default="demo-data", help="where data is kept between runs")
+    demo.add_argument("--devices", type=int, default=60, help="simulated devices (default 60)")
+    demo.add_argument("--seed", type=int, default=1, help="city layout and data seed")
+    demo.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "builtin"),
+        default="auto",
+        help="mosquitto if installed (auto), or the built-in Python broker",
+    )
+    demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port")
+    demo.add_argument("--port", type=int, default=8050, help="preferred dashboard port")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.set_defaults(func=_demo)
+
+    for name, func, text in (
+        ("ingest", _ingest, "run the ingest service"),
+        ("migrate", _migrate, "bring the database schema up to date"),
+        ("check-config", _check_config, "validate the ingest configuration and exit"),
+        ("dashboard", _dashboard, "serve the control room"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", help="TOML configuration file (environment overrides)")
+        command.set_defaults(func=func)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``smartcity``."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2

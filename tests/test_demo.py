@@ -1,0 +1,131 @@
+"""`smartcity demo` as a user runs it: every device in the database within 60 s, the dashboard
+showing them, data kept between runs, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.browser import chromium
+
+DEVICES = 60
+
+
+def read_line(process: subprocess.Popen[str], pattern: str, timeout_s: float) -> re.Match[str]:
+    """Read the demo's output until a line matches ``pattern`` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
+
+
+def reporting_devices(dsn: str) -> tuple[int, int]:
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT s.device_id), (SELECT count(*) FROM readings)"
+            " FROM latest l JOIN streams s USING (stream_id)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def start_demo(data_dir: Path, broker: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartcity.cli_main",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--broker",
+            broker,
+            "--mqtt-port",
+            "0",
+            "--port",
+            "0",
+            "--devices",
+            str(DEVICES),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_demo(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)  # what Ctrl-C does
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "demo stopped" in output
+    return output
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("broker", ["mosquitto", "builtin"])
+def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: str) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="smartcity-demo-"))
+    process = start_demo(data_dir, broker)
+    try:
+        started = time.monotonic()
+        read_line(process, rf"MQTT broker \({broker}\)", 60)
+        url = read_line(process, r"dashboard: (http://\S+)", 60)[1]
+        dsn = f"postgresql://postgres:@/smartcity?host={data_dir / 'pgdata'}"
+        count = (0, 0)
+        while time.monotonic() - started < 60 and count[0] < DEVICES:
+            time.sleep(1)
+            count = reporting_devices(dsn)
+        assert count[0] == DEVICES, f"only {count[0]} of {DEVICES} devices stored readings in 60 s"
+
+        with urllib.request.urlopen(url, timeout=10) as response:  # loopback
+            assert response.status == 200
+        with chromium() as browser:
+            browser.get(url)
+            WebDriverWait(browser, 30).until(
+                expected_conditions.presence_of_element_located(
+                    (By.CSS_SELECTOR, "tr[data-device]")
+                )
+            )
+            shown = browser.execute_script(
+                "return document.querySelectorAll('tr[data-device]').length"
+            )
+            assert shown == DEVICES
+    finally:
+        if process.poll() is None:
+            stop_demo(process)
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL left running"
+
+    # A second run keeps what the first stored.
+    _, readings_before = count
+    process = start_demo(data_dir, broker)
+    try:
+        read_line(process, r"dashboard: ", 60)
+        _, readings_after = reporting_devices(
+            f"postgresql://postgres:@/smartcity?host={data_dir / 'pgdata'}"
+        )
+        assert readings_after >= readings_before
+    finally:
+        stop_demo(process)
