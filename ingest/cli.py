@@ -8,23 +8,15 @@ import logging
 import signal
 import sys
 
+import psycopg
+
 from edge.errors import ConfigError
 from ingest import config as ingest_config
+from ingest.logs import setup_logging
 from ingest.schema import MigrationError, migrate
 from ingest.service import IngestService
 
 log = logging.getLogger(__name__)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Configure logging once, for people reading a terminal or a journal."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    # paho logs every packet at DEBUG through aiomqtt's logger; keep that opt-in.
-    logging.getLogger("mqtt").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 async def serve(service: IngestService) -> None:
@@ -57,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_ingest(args: argparse.Namespace) -> int:
     """``smartcity ingest``."""
     config = ingest_config.load(args.config)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(IngestService(config)))
     except asyncio.CancelledError:
@@ -72,6 +64,30 @@ def run_migrate(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     applied = migrate(config.database_url, timescaledb=config.timescaledb)
     print("applied " + ", ".join(f"{v:03d}" for v in applied) if applied else "schema up to date")
+    return 0
+
+
+_REJECTIONS = (
+    "SELECT received_at, device_id, reason, reading_index, detail FROM rejections"
+    " WHERE (%(device)s::text IS NULL OR device_id = %(device)s)"
+    " AND (%(reason)s::text IS NULL OR reason = %(reason)s)"
+    " ORDER BY id DESC LIMIT %(limit)s"
+)
+
+
+def run_rejections(args: argparse.Namespace) -> int:
+    """``smartcity rejections``: what ingest refused lately, newest first, with reasons."""
+    config = ingest_config.load(args.config)
+    params = {"device": args.device, "reason": args.reason, "limit": args.limit}
+    with psycopg.connect(config.database_url) as conn:
+        rows = conn.execute(_REJECTIONS, params).fetchall()
+    if not rows:
+        print("no rejections")
+        return 0
+    for received_at, device, reason, index, detail in rows:
+        where = "whole message" if index is None else f"reading {index}"
+        when = f"{received_at:%Y-%m-%d %H:%M:%S}"
+        print(f"{when}  {device or '-':<16} {reason:<22} {where:<14} {detail}")
     return 0
 
 

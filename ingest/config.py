@@ -38,7 +38,12 @@ class IngestConfig:
         max_past_s: Readings older than this are refused (edge agents spool for days offline).
         timescaledb: ``auto``, ``require`` or ``off``, for the schema migration.
         migrate: Apply pending schema migrations at start.
+        health_host: Interface for /healthz, /readyz and /metrics.
+        health_port: Port for them; 0 picks a free one, -1 turns the endpoint off.
+        stall_after_s: The watchdog reports (and reconnects) when no telemetry arrived for this
+            long while devices report themselves online.
         log_level: Python logging level name.
+        log_format: ``text`` for people, ``json`` (one object per line) for log collectors.
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -59,13 +64,19 @@ class IngestConfig:
     max_past_s: float = 31 * 24 * 3600.0
     timescaledb: Literal["auto", "require", "off"] = "auto"
     migrate: bool = True
+    health_host: str = "127.0.0.1"
+    health_port: int = 9108
+    stall_after_s: float = 120.0
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if not 1 <= self.receive_maximum <= 65_535:
             raise ValueError("receive_maximum must be within 1..65535")
         if self.shared_group is not None and self.mqtt_protocol != "5":
             raise ValueError("shared_group needs mqtt_protocol 5")
+        if not -1 <= self.health_port < 65_536:
+            raise ValueError("health_port must be -1 (off), 0 (any) or a port number")
         for name in ("batch_max_rows", "queue_max_messages", "broker_port"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -50,12 +50,23 @@ class Consumer:
             reading from the broker (backpressure).
     """
 
-    def __init__(self, config: IngestConfig, deliver: Callable[[Inbound], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: IngestConfig,
+        deliver: Callable[[Inbound], Awaitable[None]],
+        on_connection: Callable[[bool], None] | None = None,
+    ) -> None:
         self._config = config
         self._deliver = deliver
+        self._on_connection = on_connection or (lambda up: None)
         self._generation = 0  # bumped per connection; acks from an older one are never sent
+        self._reconnect = asyncio.Event()
         self.connected = asyncio.Event()
         self.connections = 0
+
+    def reconnect(self) -> None:
+        """Drop the connection and make a new one (the watchdog's remedy for a silent session)."""
+        self._reconnect.set()
 
     def _client(self) -> aiomqtt.Client:
         config = self._config
@@ -131,8 +142,14 @@ class Consumer:
                         self._config.client_id,
                     )
                     self.connected.set()
+                    self._on_connection(True)
                     backoff.reset()
+                    self._reconnect.clear()
                     await self._receive(client, stopping)
+                    if not stopping.is_set():
+                        log.warning("reconnecting to the broker on request")
+                        self.connected.clear()
+                        continue
                     try:
                         await asyncio.wait_for(drained.wait(), drain_timeout_s)
                     except TimeoutError:
@@ -141,6 +158,7 @@ class Consumer:
                         )
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                self._on_connection(False)
                 self._generation += 1
                 if stopping.is_set():
                     break
@@ -149,9 +167,11 @@ class Consumer:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
         self.connected.clear()
+        self._on_connection(False)
 
     async def _receive(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
-        stop = asyncio.ensure_future(stopping.wait())
+        """Deliver messages until ``stopping`` or a reconnect request; raises on a lost session."""
+        stop = asyncio.ensure_future(_first(stopping, self._reconnect))
         try:
             messages = client.messages
             while True:
@@ -174,3 +194,13 @@ class Consumer:
                 )
         finally:
             stop.cancel()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -23,21 +24,19 @@ from edge.contract import ContractError, JsonLoads, decode_status
 from edge.topics import parse_topic
 from ingest.backoff import Backoff
 from ingest.consumer import Inbound
+from ingest.metrics import IngestMetrics
 from ingest.registry import SiteDirectory
 from ingest.validate import Accepted, IngestReason, Limits, Rejection, validate_telemetry
 from ingest.writer import Row, Store, WriteBatch, WriteResult
+from processing.hook import no_detection
 
 log = logging.getLogger(__name__)
 
-Processor = Callable[[Sequence[Row]], None]
+Processor = Callable[[Sequence[Row]], None]  # processing.hook.BatchHook, seen from ingest
 
 STORAGE_ERROR = "storage_error"
 # Errors about the data itself: retrying the same batch cannot succeed.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
-
-
-def _no_processing(rows: Sequence[Row]) -> None:
-    """The detection hook before detectors are configured."""
 
 
 @dataclass(slots=True)
@@ -52,6 +51,7 @@ class PipelineStats:
     rejected_readings: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     statuses: int = 0
+    statuses_ignored: int = 0
     batches: int = 0
     write_retries: int = 0
     write_seconds: float = 0.0
@@ -64,6 +64,7 @@ class _Part:
 
     message: Inbound
     batch: WriteBatch
+    sent_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ class Pipeline:
         limits: Timestamp plausibility window.
         loads: JSON parser.
         process: Detection hook, called with every committed batch's rows.
+        metrics: Where to count for Prometheus; a private registry by default.
     """
 
     def __init__(
@@ -109,7 +111,8 @@ class Pipeline:
         queue_size: int = 10_000,
         limits: Limits = Limits(),  # noqa: B008  # frozen, so sharing the default is safe
         loads: JsonLoads = json.loads,
-        process: Processor = _no_processing,
+        process: Processor = no_detection,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self._store = store
         self._directory = directory
@@ -123,7 +126,10 @@ class Pipeline:
         self.sites: dict[str, str] = {}
         self._sites_loaded_at = float("-inf")
         self.stats = PipelineStats()
+        self.metrics = metrics or IngestMetrics()
         self.drained = asyncio.Event()
+        self.last_telemetry = float("-inf")  # monotonic time of the last telemetry message
+        self.writing_blocked = False  # true while a write keeps failing
 
     async def deliver(self, message: Inbound) -> None:
         """Accept a message from the consumer, waiting while the queue is full."""
@@ -187,6 +193,7 @@ class Pipeline:
         if message.topic.endswith("/status"):
             self._add_status(part.batch, message)
             return part
+        self.last_telemetry = time.monotonic()
         verdict = self._validate(message)
         if (
             isinstance(verdict, Rejection)
@@ -199,6 +206,7 @@ class Pipeline:
             _reject(part.batch, verdict)
             return part
         device = verdict.batch.device
+        part.sent_at = verdict.batch.sent_at
         part.batch.rows.extend(
             Row(device, r.sensor, r.metric, r.unit, r.ts, r.value) for r in verdict.batch.readings
         )
@@ -237,8 +245,13 @@ class Pipeline:
                 ),
             )
             return
-        if where.device in self.sites:
+        if self.sites.get(where.device) == where.site:
             batch.statuses[where.device] = (message.received_at, status)
+        else:
+            # Retained statuses of unregistered or moved devices arrive on every subscribe;
+            # recording them as rejections each time would bury the real ones.
+            self.stats.statuses_ignored += 1
+            log.debug("ignored the status of unregistered %s at %s", where.device, where.site)
 
     async def _write(self, parts: Sequence[_Part]) -> None:
         batch = _merge(parts)
@@ -247,6 +260,7 @@ class Pipeline:
         while True:
             try:
                 result = await self._store.write(batch)
+                self.writing_blocked = False
                 break
             except _REFUSED as exc:
                 log.error("the database refused a batch (%s); writing its messages one by one", exc)
@@ -254,10 +268,14 @@ class Pipeline:
                 return
             except Exception as exc:  # outage or unknown: hold the batch, never drop or mark it
                 self.stats.write_retries += 1
+                self.metrics.write_retries.inc()
+                self.writing_blocked = True
                 delay = backoff.next_delay()
                 log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-        self.stats.write_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.write_seconds += elapsed
+        self.metrics.write_seconds.observe(elapsed)
         self._committed(parts, batch, result)
 
     async def _write_one_by_one(self, parts: Sequence[_Part]) -> None:
@@ -281,27 +299,49 @@ class Pipeline:
             self._committed([part], part.batch, result)
 
     def _committed(self, parts: Sequence[_Part], batch: WriteBatch, result: WriteResult) -> None:
-        stats = self.stats
+        stats, metrics = self.stats, self.metrics
         stats.batches += 1
         stats.readings_stored += result.inserted
         stats.duplicates += result.duplicates
         stats.messages_stored += len(batch.seen)
         stats.statuses += len(batch.statuses)
         for rejection in batch.rejections:
-            stats.rejected_by_reason[str(rejection.reason)] += 1
+            reason = str(rejection.reason)
+            stats.rejected_by_reason[reason] += 1
             if rejection.reading_index is None:
                 stats.rejected_messages += 1
+                metrics.rejected.labels(reason, "message").inc()
             else:
                 stats.rejected_readings += 1
+                metrics.rejected.labels(reason, "reading").inc()
+        self._observe(parts, batch, result)
         if batch.rows:
             started = time.perf_counter()
             try:
                 self._process(batch.rows)
             except Exception:  # detection must never stop ingest
                 log.exception("detection failed on a batch of %d readings", len(batch.rows))
-            stats.processing_seconds += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            stats.processing_seconds += spent
+            self.metrics.processing_seconds.observe(spent)
         for part in parts:
             part.message.ack()
+
+    def _observe(self, parts: Sequence[_Part], batch: WriteBatch, result: WriteResult) -> None:
+        metrics = self.metrics
+        metrics.received.inc(len(parts))
+        metrics.messages_stored.inc(len(batch.seen))
+        metrics.readings_stored.inc(result.inserted)
+        metrics.duplicates.inc(result.duplicates)
+        metrics.statuses.inc(len(batch.statuses))
+        metrics.batch_rows.observe(len(batch.rows))
+        metrics.queue_depth.set(self.queue.qsize())
+        now = datetime.now(UTC)
+        for part in parts:
+            metrics.commit_latency.observe((now - part.message.received_at).total_seconds())
+        ages = sorted((now - p.sent_at).total_seconds() for p in parts if p.sent_at is not None)
+        if ages:
+            metrics.lag.set(ages[len(ages) // 2])
 
 
 def _reject(batch: WriteBatch, rejection: Rejection) -> None:

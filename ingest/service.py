@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
 from contextlib import suppress
 
 from psycopg import AsyncConnection
@@ -12,15 +12,25 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
+from ingest.health import HealthServer
+from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline, PipelineStats, Processor
 from ingest.registry import PostgresDirectory
 from ingest.schema import migrate
 from ingest.validate import Limits, fast_loads
 from ingest.writer import PostgresStore, prepare_connection
+from processing.hook import no_detection
 
 log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]
+
+# Agents repeat their retained status every minute; ten minutes of silence from the status
+# topic means the "online" on record is no longer news.
+_ONLINE_DEVICES = (
+    "SELECT count(*) FROM devices"
+    " WHERE state = 'online' AND state_at > now() - interval '10 minutes'"
+)
 
 
 def open_pool(database_url: str, *, max_size: int = 4) -> Pool:
@@ -45,11 +55,14 @@ class IngestService:
 
     def __init__(self, config: IngestConfig, *, process: Processor | None = None) -> None:
         self.config = config
-        self._process = process
+        self._process = process or no_detection
+        self.metrics = IngestMetrics()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.pipeline: Pipeline | None = None
         self.consumer: Consumer | None = None
+        self.health: HealthServer | None = None
+        self.stalled = False
 
     def stats(self) -> PipelineStats:
         """The pipeline's counters (zeros before start)."""
@@ -58,6 +71,16 @@ class IngestService:
     def stop(self) -> None:
         """Ask the service to finish: stop receiving, write and acknowledge what it holds."""
         self.stopping.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this worker is doing its job, and if not, why."""
+        if self.consumer is None or not self.consumer.connected.is_set():
+            return False, "not connected to the broker"
+        if self.pipeline is not None and self.pipeline.writing_blocked:
+            return False, "database writes are failing; retrying"
+        if self.stalled:
+            return False, "no telemetry although devices report themselves online"
+        return True, "ready"
 
     async def run(self) -> None:
         """Run until :meth:`stop`; migrations first when configured."""
@@ -70,28 +93,79 @@ class IngestService:
                 log.info("schema migrated: %s", ", ".join(f"{v:03d}" for v in applied))
         async with open_pool(config.database_url) as pool:
             await pool.wait(timeout=30)
-            store = PostgresStore(pool)
-            kwargs = {} if self._process is None else {"process": self._process}
             self.pipeline = Pipeline(
-                store,
+                PostgresStore(pool),
                 PostgresDirectory(pool),
                 max_rows=config.batch_max_rows,
                 max_age_s=config.batch_max_age_s,
                 queue_size=config.queue_max_messages,
                 limits=Limits.from_seconds(config.max_future_s, config.max_past_s),
                 loads=fast_loads,
-                **kwargs,
+                process=self._process,
+                metrics=self.metrics,
             )
-            self.consumer = Consumer(config, self.pipeline.deliver)
+            connected = self.metrics.broker_connected
+            self.consumer = Consumer(
+                config, self.pipeline.deliver, on_connection=lambda up: connected.set(int(up))
+            )
+            if config.health_port >= 0:
+                self.health = HealthServer(self.metrics.registry, self.readiness)
+                await self.health.start(config.health_host, config.health_port)
             log.info("ingest starting: %r", config)
             self.started.set()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.pipeline.run(self.stopping), name="pipeline")
-                group.create_task(
-                    self.consumer.run(self.stopping, self.pipeline.drained), name="consumer"
-                )
-                group.create_task(self._report(), name="report")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self.pipeline.run(self.stopping), name="pipeline")
+                    group.create_task(
+                        self.consumer.run(self.stopping, self.pipeline.drained), name="consumer"
+                    )
+                    group.create_task(self._watchdog(pool), name="watchdog")
+                    group.create_task(self._report(), name="report")
+            finally:
+                if self.health is not None:
+                    await self.health.stop()
         log.info("ingest stopped: %s", _summary(self.stats()))
+
+    async def _watchdog(self, pool: Pool) -> None:
+        """Report (and reconnect) when telemetry stops while devices say they are online."""
+        pipeline, consumer = self.pipeline, self.consumer
+        if pipeline is None or consumer is None:
+            return
+        every_s = min(10.0, self.config.stall_after_s / 2)
+        quiet_since = time.monotonic()
+        while not self.stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every_s)
+            if self.stopping.is_set():
+                return
+            quiet_s = time.monotonic() - max(pipeline.last_telemetry, quiet_since)
+            if quiet_s < self.config.stall_after_s or not consumer.connected.is_set():
+                self._set_stalled(False)
+                continue
+            try:
+                async with pool.connection() as conn:
+                    cursor = await conn.execute(_ONLINE_DEVICES)
+                    row = await cursor.fetchone()
+            except Exception as exc:  # the pipeline reports database trouble on its own
+                log.debug("watchdog could not count online devices: %s", exc)
+                continue
+            online = int(str(row[0])) if row else 0
+            if online == 0:
+                self._set_stalled(False)
+                continue
+            log.warning(
+                "no telemetry for %.0fs although %d devices report themselves online; "
+                "reconnecting to the broker",
+                quiet_s,
+                online,
+            )
+            self._set_stalled(True)
+            quiet_since = time.monotonic()
+            consumer.reconnect()
+
+    def _set_stalled(self, stalled: bool) -> None:
+        self.stalled = stalled
+        self.metrics.stalled.set(int(stalled))
 
     async def _report(self, every_s: float = 60.0) -> None:
         while not self.stopping.is_set():
@@ -102,10 +176,11 @@ class IngestService:
 
 
 def _summary(stats: PipelineStats) -> str:
-    reasons: Sequence[tuple[str, int]] = stats.rejected_by_reason.most_common(5)
+    reasons = dict(stats.rejected_by_reason.most_common(5))
     return (
         f"received {stats.received}, stored {stats.readings_stored} readings in "
         f"{stats.batches} batches, {stats.duplicates} duplicates, rejected "
         f"{stats.rejected_messages} messages and {stats.rejected_readings} readings "
-        f"{dict(reasons)}, write retries {stats.write_retries}"
+        f"{reasons}, write retries {stats.write_retries}, "
+        f"detection {stats.processing_seconds:.2f}s"
     )

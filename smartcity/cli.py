@@ -43,6 +43,12 @@ def _check_config(args: argparse.Namespace) -> int:
     return cli.run_check_config(args)
 
 
+def _rejections(args: argparse.Namespace) -> int:
+    from ingest import cli  # noqa: PLC0415
+
+    return cli.run_rejections(args)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from dashboard import cli  # noqa: PLC0415
 
@@ -78,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", help="TOML configuration file (environment overrides)")
         command.set_defaults(func=func)
+
+    rejections = commands.add_parser("rejections", help="list what ingest refused, and why")
+    rejections.add_argument("--config", help="ingest TOML configuration (for database_url)")
+    rejections.add_argument("--device", help="only this device")
+    rejections.add_argument("--reason", help="only this reason code (see docs/contract.md)")
+    rejections.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
+    rejections.set_defaults(func=_rejections)
     return top
 
 

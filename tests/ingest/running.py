@@ -24,6 +24,7 @@ def ingest_config(broker: BrokerAddress, dsn: str, **overrides: object) -> Inges
         session_expiry_s=120,
         batch_max_age_s=0.1,
         migrate=False,
+        health_port=0,
     )
     return replace(config, **overrides)  # type: ignore[arg-type]
 

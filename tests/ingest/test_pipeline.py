@@ -59,7 +59,9 @@ async def test_good_messages_around_bad_ones_are_stored_and_all_acked_in_order()
         acks.message(
             "wrong-version", batch_payload("aq-0001", 2, start).replace(b'"v":1', b'"v":3')
         ),
-        acks.message("non-numeric", non_numeric_payload("aq-0001", 3, start.replace(minute=0))),
+        acks.message(
+            "non-numeric", non_numeric_payload("aq-0001", 3, start - timedelta(minutes=10))
+        ),
         acks.message("good-2", batch_payload("aq-0002", 1, start), TOPIC.format("aq-0002")),
     ]
     pipe = pipeline(store)
@@ -163,7 +165,7 @@ class PoisonStore(MemoryStore):
 async def test_a_message_the_database_refuses_is_isolated_and_the_rest_kept() -> None:
     store, acks = PoisonStore(), Acks()
     start = recent()
-    poison = batch_payload("aq-0001", 2, start.replace(second=30), count=2)  # values 10, 11
+    poison = batch_payload("aq-0001", 2, start - timedelta(minutes=5), count=2)  # values 10, 11
     pipe = pipeline(store, max_rows=1000)
     await run_until_drained(
         pipe,
@@ -203,3 +205,19 @@ async def test_batches_respect_the_row_limit(rows_per_message: int) -> None:
     await run_until_drained(pipe, messages)
     assert sum(writes) == 40 * rows_per_message
     assert max(writes) <= 100 + rows_per_message
+
+
+async def test_statuses_from_another_site_are_ignored() -> None:
+    store, acks = MemoryStore(), Acks()
+    pipe = pipeline(store)
+    await run_until_drained(
+        pipe,
+        [
+            acks.message(
+                "s", encode_status(Status("aq-0001", "offline")), "city/v1/north/aq-0001/status"
+            )
+        ],
+    )
+    assert store.statuses == {}
+    assert pipe.stats.statuses_ignored == 1
+    assert acks.sent == ["s"]
