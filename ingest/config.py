@@ -56,8 +56,8 @@ class IngestConfig:
     client_id: str = "smartcity-ingest-1"
     shared_group: str | None = None
     session_expiry_s: int = 7 * 24 * 3600
-    receive_maximum: int = 2_000
-    batch_max_rows: int = 5_000
+    receive_maximum: int = 10_000
+    batch_max_rows: int = 10_000
     batch_max_age_s: float = 0.25
     queue_max_messages: int = 10_000
     max_future_s: float = 300.0

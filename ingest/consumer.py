@@ -1,12 +1,10 @@
-"""The MQTT side of ingest: a persistent session, manual acknowledgements, reconnection.
+"""The MQTT side of ingest: a persistent session, acknowledgements after commit, reconnection.
 
 Ingest acknowledges a message only after the batch holding it is committed, so the broker keeps
-every message that is not yet durable and redelivers it after a crash or a reconnection. paho can
-hold back PUBACKs (``manual_ack``); aiomqtt does not expose it yet (empicano/aiomqtt#345), so the
-two calls below reach its paho client, in this one place.
-
-The broker's in-flight window (MQTT 5 Receive Maximum) is the backpressure: when writes stall,
-unacknowledged messages pile up to the window and the broker stops sending until acks resume.
+every message that is not yet durable and redelivers it after a crash or a reconnection. The
+broker's in-flight window (MQTT 5 Receive Maximum, or the broker's own limit on MQTT 3.1.1) is
+the backpressure: when writes stall, unacknowledged messages fill it and the broker stops
+sending until acknowledgements resume.
 """
 
 from __future__ import annotations
@@ -14,31 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import aiomqtt
-import paho.mqtt.client as paho_mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge.topics import STATUS_ALL, TELEMETRY_ALL, shared
 from ingest.backoff import Backoff
 from ingest.config import IngestConfig
+from ingest.mqtt import Message, MqttClient, MqttError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received message and the way to acknowledge it once it is durable."""
-
-    topic: str
-    payload: bytes
-    received_at: datetime
-    ack: Callable[[], None]
+Deliver = Callable[[list[Message], int], bool]  # messages, connection generation -> keep reading?
 
 
 class Consumer:
@@ -46,19 +30,21 @@ class Consumer:
 
     Args:
         config: Broker settings.
-        deliver: Awaited with each message; it blocks while the pipeline is full, which stops
-            reading from the broker (backpressure).
+        deliver: Called with each run of messages read from the socket and the connection's
+            generation; returning False pauses reading until :meth:`resume` is called.
+        on_connection: Told True on each connection, False when it ends.
     """
 
     def __init__(
         self,
         config: IngestConfig,
-        deliver: Callable[[Inbound], Awaitable[None]],
+        deliver: Deliver,
         on_connection: Callable[[bool], None] | None = None,
     ) -> None:
         self._config = config
         self._deliver = deliver
         self._on_connection = on_connection or (lambda up: None)
+        self._client: MqttClient | None = None
         self._generation = 0  # bumped per connection; acks from an older one are never sent
         self._reconnect = asyncio.Event()
         self.connected = asyncio.Event()
@@ -68,54 +54,54 @@ class Consumer:
         """Drop the connection and make a new one (the watchdog's remedy for a silent session)."""
         self._reconnect.set()
 
-    def _client(self) -> aiomqtt.Client:
-        config = self._config
-        v5 = config.mqtt_protocol == "5"
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = config.session_expiry_s
-            properties.ReceiveMaximum = config.receive_maximum
-        tls = (
-            ssl.create_default_context(cafile=config.broker_ca_file)
-            if config.broker_ca_file
-            else None
-        )
-        client = aiomqtt.Client(
-            config.broker_host,
-            config.broker_port,
-            username=config.broker_username,
-            password=config.broker_password,
-            identifier=config.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            # A persistent session either way: the broker queues for ingest while it is away.
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-            tls_context=tls,
-            keepalive=30,
-            timeout=10,
-            # Without Receive Maximum (MQTT 3.1.1) the broker's own in-flight limit applies.
-            max_queued_incoming_messages=0,
-        )
-        client._client.manual_ack_set(True)  # see the module docstring
-        return client
+    def ack(self, tokens: list[tuple[int, int, int]]) -> None:
+        """Acknowledge committed messages: (generation, packet id, QoS) of each.
 
-    def _ack_for(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
-        generation = self._generation
-        mid, qos = message.mid, message.qos
+        A PUBACK on a newer connection could acknowledge a different message with the same
+        packet id, so acknowledgements for an older connection are dropped: the broker
+        redelivers those messages on the new one, and the database's key makes that harmless.
+        """
+        client, current = self._client, self._generation
+        if client is None or not client.connected:
+            return
+        ids = [pid for generation, pid, qos in tokens if qos and generation == current]
+        if ids:
+            with suppress(MqttError):
+                client.ack(ids)
 
-        def ack() -> None:
-            # A PUBACK on a newer connection could acknowledge a different message with the same
-            # id; the broker redelivers this one on the new connection instead.
-            if qos > 0 and generation == self._generation:
-                client._client.ack(mid, qos)  # see the module docstring
-
-        return ack
+    def resume(self) -> None:
+        """Read from the broker again after ``deliver`` asked for a pause."""
+        if self._client is not None:
+            self._client.resume_reading()
 
     def _filters(self) -> list[str]:
         group = self._config.shared_group
         return [shared(group, f) if group else f for f in (TELEMETRY_ALL, STATUS_ALL)]
+
+    def _new_client(self) -> MqttClient:
+        config = self._config
+        generation = self._generation
+
+        def on_messages(messages: list[Message]) -> None:
+            if not self._deliver(messages, generation) and self._client is not None:
+                self._client.pause_reading()
+
+        tls = None
+        if config.broker_ca_file:
+            tls = ssl.create_default_context(cafile=config.broker_ca_file)
+        return MqttClient(
+            host=config.broker_host,
+            port=config.broker_port,
+            client_id=config.client_id,
+            on_messages=on_messages,
+            protocol=5 if config.mqtt_protocol == "5" else 4,
+            username=config.broker_username,
+            password=config.broker_password,
+            tls=tls,
+            keepalive=30,
+            session_expiry=config.session_expiry_s,
+            receive_maximum=config.receive_maximum,
+        )
 
     async def run(
         self, stopping: asyncio.Event, drained: asyncio.Event, drain_timeout_s: float = 10.0
@@ -128,79 +114,61 @@ class Consumer:
         """
         backoff = Backoff(initial=0.5, maximum=30.0)
         while not stopping.is_set():
-            client = self._client()
+            self._generation += 1
+            client = self._client = self._new_client()
             try:
-                async with client:
-                    self._generation += 1
-                    self.connections += 1
-                    for topic_filter in self._filters():
-                        await client.subscribe(topic_filter, qos=1)
-                    log.info(
-                        "connected to %s:%d as %s",
-                        self._config.broker_host,
-                        self._config.broker_port,
-                        self._config.client_id,
-                    )
-                    self.connected.set()
-                    self._on_connection(True)
-                    backoff.reset()
-                    self._reconnect.clear()
-                    await self._receive(client, stopping)
-                    if not stopping.is_set():
-                        log.warning("reconnecting to the broker on request")
-                        self.connected.clear()
-                        continue
-                    try:
+                await client.connect()
+                await client.subscribe(self._filters(), qos=1)
+                self.connections += 1
+                log.info(
+                    "connected to %s:%d as %s (session %s)",
+                    self._config.broker_host,
+                    self._config.broker_port,
+                    self._config.client_id,
+                    "resumed" if client.session_present else "new",
+                )
+                self.connected.set()
+                self._on_connection(True)
+                backoff.reset()
+                self._reconnect.clear()
+                await _first(stopping, self._reconnect, client)
+                if stopping.is_set():
+                    with suppress(TimeoutError):
                         await asyncio.wait_for(drained.wait(), drain_timeout_s)
-                    except TimeoutError:
+                    if not drained.is_set():
                         log.warning(
                             "stopping before every message was written; the broker keeps them"
                         )
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                self._on_connection(False)
-                self._generation += 1
+                elif not self._reconnect.is_set():
+                    await client.closed()  # raises the reason it ended
+                else:
+                    log.warning("reconnecting to the broker on request")
+                await client.disconnect()
+            except MqttError as exc:
+                await client.disconnect()
                 if stopping.is_set():
                     break
                 delay = backoff.next_delay()
                 log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
-        self.connected.clear()
-        self._on_connection(False)
-
-    async def _receive(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
-        """Deliver messages until ``stopping`` or a reconnect request; raises on a lost session."""
-        stop = asyncio.ensure_future(_first(stopping, self._reconnect))
-        try:
-            messages = client.messages
-            while True:
-                nxt = asyncio.ensure_future(anext(messages))
-                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    return
-                message = nxt.result()
-                payload = message.payload
-                if not isinstance(payload, bytes):
-                    payload = bytes(str(payload), "utf-8")
-                await self._deliver(
-                    Inbound(
-                        str(message.topic),
-                        payload,
-                        datetime.now(UTC),
-                        self._ack_for(client, message),
-                    )
-                )
-        finally:
-            stop.cancel()
+            finally:
+                self.connected.clear()
+                self._on_connection(False)
+        self._client = None
 
 
-async def _first(*events: asyncio.Event) -> None:
-    """Return as soon as any of ``events`` is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
+async def _first(stopping: asyncio.Event, reconnect: asyncio.Event, client: MqttClient) -> None:
+    """Return when the service stops, a reconnect is asked for, or the connection ends."""
+    waits = [
+        asyncio.ensure_future(stopping.wait()),
+        asyncio.ensure_future(reconnect.wait()),
+        asyncio.ensure_future(client.closed()),
+    ]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for wait in waits:
+            if wait.done() and not wait.cancelled():
+                wait.exception()  # seen here; closed() is awaited again for its reason
             wait.cancel()

@@ -36,5 +36,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiomqtt routes every paho packet through the "mqtt" logger at DEBUG; keep that opt-in.
-    logging.getLogger("mqtt").setLevel(max(logging.INFO, root.level))
+    # psycopg's pool logs every failed connection attempt; one line per attempt is enough.
+    logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))

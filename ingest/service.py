@@ -14,12 +14,13 @@ from ingest.config import IngestConfig
 from ingest.consumer import Consumer
 from ingest.health import HealthServer
 from ingest.metrics import IngestMetrics
-from ingest.pipeline import Pipeline, PipelineStats, Processor
+from ingest.mqtt import Message
+from ingest.pipeline import Pipeline, PipelineStats
 from ingest.registry import PostgresDirectory
 from ingest.schema import migrate
 from ingest.validate import Limits, fast_loads
 from ingest.writer import PostgresStore, prepare_connection
-from processing.hook import no_detection
+from processing.hook import BatchHook, no_detection
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class IngestService:
         process: Detection hook for committed rows.
     """
 
-    def __init__(self, config: IngestConfig, *, process: Processor | None = None) -> None:
+    def __init__(self, config: IngestConfig, *, process: BatchHook | None = None) -> None:
         self.config = config
         self._process = process or no_detection
         self.metrics = IngestMetrics()
@@ -63,6 +64,10 @@ class IngestService:
         self.consumer: Consumer | None = None
         self.health: HealthServer | None = None
         self.stalled = False
+
+    def _deliver(self, messages: list[Message], generation: int) -> bool:
+        assert self.pipeline is not None
+        return self.pipeline.deliver(messages, generation)
 
     def stats(self) -> PipelineStats:
         """The pipeline's counters (zeros before start)."""
@@ -93,9 +98,16 @@ class IngestService:
                 log.info("schema migrated: %s", ", ".join(f"{v:03d}" for v in applied))
         async with open_pool(config.database_url) as pool:
             await pool.wait(timeout=30)
+            connected = self.metrics.broker_connected
+            self.consumer = Consumer(
+                config,
+                self._deliver,
+                on_connection=lambda up: connected.set(int(up)),
+            )
             self.pipeline = Pipeline(
                 PostgresStore(pool),
                 PostgresDirectory(pool),
+                self.consumer.ack,
                 max_rows=config.batch_max_rows,
                 max_age_s=config.batch_max_age_s,
                 queue_size=config.queue_max_messages,
@@ -104,10 +116,7 @@ class IngestService:
                 process=self._process,
                 metrics=self.metrics,
             )
-            connected = self.metrics.broker_connected
-            self.consumer = Consumer(
-                config, self.pipeline.deliver, on_connection=lambda up: connected.set(int(up))
-            )
+            self.pipeline.on_room = self.consumer.resume
             if config.health_port >= 0:
                 self.health = HealthServer(self.metrics.registry, self.readiness)
                 await self.health.start(config.health_host, config.health_port)

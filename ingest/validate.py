@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
@@ -19,9 +19,12 @@ import orjson
 from edge.contract import (
     Batch,
     ContractError,
+    Envelope,
     JsonLoads,
     Reading,
-    decode_batch,
+    canonical_ts,
+    decode_envelope,
+    scan_readings,
 )
 from edge.metrics import METRICS
 from edge.topics import DeviceTopic, parse_topic
@@ -93,48 +96,64 @@ class Limits:
         return cls(timedelta(seconds=max_future_s), timedelta(seconds=max_past_s))
 
 
-def _check_reading(reading: Reading, now: datetime, limits: Limits) -> tuple[str, str] | None:
-    metric = METRICS[reading.metric]
-    if not metric.contains(reading.value):
-        return (
-            IngestReason.OUT_OF_RANGE,
-            f"{reading.metric} {reading.value:g} {metric.unit} is outside the physical range "
-            f"{metric.low:g}..{metric.high:g}",
-        )
-    if reading.ts > now + limits.max_future:
-        return (
-            IngestReason.TIMESTAMP_IN_FUTURE,
-            f"ts {reading.ts.isoformat()} is more than {limits.max_future} ahead of ingest",
-        )
-    if reading.ts < now - limits.max_past:
-        return (
-            IngestReason.TIMESTAMP_TOO_OLD,
-            f"ts {reading.ts.isoformat()} is more than {limits.max_past.days} days old",
-        )
-    return None
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def validate_telemetry(  # noqa: PLR0911  # one early return per refusal
+def to_us(ts: datetime) -> int:
+    """Microseconds since the Unix epoch (ingest's timestamps on the hot path).
+
+    Examples:
+        >>> to_us(datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
+        1000000
+    """
+    return (ts - _EPOCH) // _MICROSECOND
+
+
+def from_us(us: int) -> datetime:
+    """The datetime of :func:`to_us` microseconds."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _parse_us(text: str) -> int:
+    return to_us(canonical_ts(text))
+
+
+# One checked reading on the hot path: (index, sensor, metric, value, ts in microseconds).
+Row = tuple[int, str, str, float, int]
+
+
+@dataclass(slots=True)
+class Checked:
+    """A telemetry message that passed: its header, kept readings and refused readings."""
+
+    where: DeviceTopic
+    envelope: Envelope
+    rows: list[Row]
+    rejections: list[Rejection]
+
+
+def check_telemetry(  # noqa: PLR0911  # one early return per refusal
     topic: str,
     payload: bytes,
     *,
     sites: Mapping[str, str],
-    now: datetime,
+    now_us: int,
     limits: Limits = Limits(),  # frozen, so sharing the default is safe
     loads: JsonLoads = json.loads,
-) -> Accepted | Rejection:
-    """Validate one telemetry message.
+) -> Checked | Rejection:
+    """Validate one telemetry message: ingest's hot path.
 
     Args:
         topic: The topic it arrived on.
         payload: Its raw bytes.
         sites: Registered devices and their sites.
-        now: Ingest's clock, for timestamp plausibility.
+        now_us: Ingest's clock in microseconds, for timestamp plausibility.
         limits: Timestamp plausibility window.
         loads: JSON parser.
 
     Returns:
-        :class:`Accepted` (possibly with refused readings) or a :class:`Rejection` of the message.
+        :class:`Checked` (possibly with refused readings) or a :class:`Rejection` of the message.
     """
     try:
         where = parse_topic(topic)
@@ -163,34 +182,76 @@ def validate_telemetry(  # noqa: PLR0911  # one early return per refusal
             payload,
         )
     try:
-        decoded = decode_batch(payload, loads=loads)
+        envelope, raw_readings = decode_envelope(payload, loads=loads)
     except ContractError as exc:
         return Rejection(topic, where.device, exc.reason, exc.detail, payload)
-    batch = decoded.batch
-    if batch.device != where.device:
+    if envelope.device != where.device:
         return Rejection(
             topic,
             where.device,
             IngestReason.DEVICE_MISMATCH,
-            f"payload device {batch.device!r} differs from topic device {where.device!r}",
+            f"payload device {envelope.device!r} differs from topic device {where.device!r}",
             payload,
         )
+    scanned, refused = scan_readings(raw_readings, _parse_us)
     rejections = [
-        Rejection(topic, where.device, r.reason, r.detail, payload, r.index)
-        for r in decoded.rejected
+        Rejection(topic, where.device, r.reason, r.detail, payload, r.index) for r in refused
     ]
-    kept: list[Reading] = []
-    refused = {r.index for r in decoded.rejected}
-    positions = [i for i in range(len(batch.readings) + len(refused)) if i not in refused]
-    for index, reading in zip(positions, batch.readings, strict=True):
-        problem = _check_reading(reading, now, limits)
-        if problem is None:
-            kept.append(reading)
-        else:
-            rejections.append(
-                Rejection(topic, where.device, problem[0], problem[1], payload, index)
-            )
-    if len(kept) != len(batch.readings):
-        batch = Batch(batch.device, batch.seq, tuple(kept), batch.sent_at, batch.clock_synced)
-    rejections.sort(key=lambda r: r.reading_index or 0)
-    return Accepted(where, batch, tuple(rejections))
+    latest = now_us + limits.max_future // _MICROSECOND
+    earliest = now_us - limits.max_past // _MICROSECOND
+    metrics = METRICS
+    rows: list[Row] = []
+    for index, sensor, metric, value, _, ts in scanned:
+        spec = metrics[metric]
+        if spec.low <= value <= spec.high and earliest <= ts <= latest:
+            rows.append((index, sensor, metric, value, ts))
+            continue
+        reason, detail = _explain(metric, value, ts, limits, latest)
+        rejections.append(Rejection(topic, where.device, reason, detail, payload, index))
+    if len(rejections) > 1:
+        rejections.sort(key=lambda r: r.reading_index or 0)
+    return Checked(where, envelope, rows, rejections)
+
+
+def _explain(metric: str, value: float, ts: int, limits: Limits, latest: int) -> tuple[str, str]:
+    spec = METRICS[metric]
+    if not spec.contains(value):
+        return (
+            IngestReason.OUT_OF_RANGE,
+            f"{metric} {value:g} {spec.unit} is outside the physical range "
+            f"{spec.low:g}..{spec.high:g}",
+        )
+    when = from_us(ts).isoformat()
+    if ts > latest:
+        return (
+            IngestReason.TIMESTAMP_IN_FUTURE,
+            f"ts {when} is more than {limits.max_future} ahead of ingest",
+        )
+    return (
+        IngestReason.TIMESTAMP_TOO_OLD,
+        f"ts {when} is more than {limits.max_past.days} days old",
+    )
+
+
+def validate_telemetry(
+    topic: str,
+    payload: bytes,
+    *,
+    sites: Mapping[str, str],
+    now: datetime,
+    limits: Limits = Limits(),  # frozen, so sharing the default is safe
+    loads: JsonLoads = json.loads,
+) -> Accepted | Rejection:
+    """:func:`check_telemetry` with the contract's value types, for tools and tests."""
+    verdict = check_telemetry(
+        topic, payload, sites=sites, now_us=to_us(now), limits=limits, loads=loads
+    )
+    if isinstance(verdict, Rejection):
+        return verdict
+    envelope = verdict.envelope
+    readings = tuple(
+        Reading(sensor, metric, value, METRICS[metric].unit, from_us(ts))
+        for _, sensor, metric, value, ts in verdict.rows
+    )
+    batch = Batch(envelope.device, envelope.seq, readings, envelope.sent_at, envelope.clock_synced)
+    return Accepted(verdict.where, batch, tuple(verdict.rejections))

@@ -1,55 +1,48 @@
-"""Write validated messages to the database in one transaction per batch, with COPY.
+"""Durable writes: one transaction per batch, readings by binary COPY, exactly once.
 
-Readings are copied into a per-connection temporary table, then inserted with ``ON CONFLICT DO
-NOTHING`` on the readings' primary key: a reading redelivered by the broker (QoS 1 is at least
-once) is counted as a duplicate and not stored twice. Rejections, device last-seen and status
-changes go in the same transaction, so a batch is either all durable or not at all, and the
-caller acknowledges its messages only after :meth:`PostgresStore.write` returns.
+Readings are COPYed straight into ``readings``. Its primary key (stream, timestamp) is the
+deduplication rule: a reading the broker redelivers (QoS 1 is at least once) makes the COPY
+fail, and the batch is then written again through a staging table with ``ON CONFLICT DO
+NOTHING``, which counts the duplicates instead of storing them. Redeliveries only follow a
+failure, so almost every batch takes the one-statement path. Rejections and status changes of
+the same messages commit in the same transaction; the caller acknowledges after it returns.
+
+The newest value per stream and the devices' last-seen times are derived data, written
+separately and less often by :meth:`PostgresStore.flush_live` (a lost update heals itself).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Protocol
 
+import numpy as np
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from edge.contract import Status
+from ingest.columns import Columns, newest_per_stream
 from ingest.validate import Rejection
+from processing.hook import ReadingColumns
 
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, str, str]  # device, sensor, metric
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One reading ready to store."""
-
-    device: str
-    sensor: str
-    metric: str
-    unit: str
-    ts: datetime
-    value: float
-
-
 @dataclass(slots=True)
 class WriteBatch:
     """Everything one transaction writes."""
 
-    rows: list[Row] = field(default_factory=list)
+    readings: Columns = field(default_factory=Columns)
     rejections: list[Rejection] = field(default_factory=list)
-    seen: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # device -> (at, seq)
-    statuses: dict[str, tuple[datetime, Status]] = field(default_factory=dict)  # latest per device
+    statuses: dict[str, tuple[int, Status]] = field(default_factory=dict)  # device: (µs, status)
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.rejections or self.seen or self.statuses)
+        return bool(len(self.readings) or self.rejections or self.statuses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +53,30 @@ class WriteResult:
     duplicates: int
 
 
+@dataclass(slots=True)
+class LiveState:
+    """Derived state to refresh: the newest value per stream, and each device's last message."""
+
+    readings: list[ReadingColumns] = field(default_factory=list)
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # device: (µs, seq)
+
+    def __bool__(self) -> bool:
+        return bool(self.readings or self.seen)
+
+
 class Store(Protocol):
     """Where batches go: the database, or memory in unit tests."""
 
+    async def streams(self, wanted: dict[StreamKey, str]) -> dict[StreamKey, int]:
+        """Ids of the given streams (key: unit), creating the ones that do not exist yet."""
+        ...
+
     async def write(self, batch: WriteBatch) -> WriteResult:
         """Make ``batch`` durable, all or nothing."""
+        ...
+
+    async def flush_live(self, live: LiveState) -> None:
+        """Refresh the newest values and last-seen times."""
         ...
 
 
@@ -72,32 +84,80 @@ class MemoryStore:
     """A :class:`Store` in memory with the same deduplication rule, for unit tests."""
 
     def __init__(self) -> None:
-        self.readings: dict[tuple[str, str, str, datetime], float] = {}
+        self.ids: dict[StreamKey, int] = {}
+        self.readings: dict[tuple[int, int], float] = {}
         self.rejections: list[Rejection] = []
-        self.seen: dict[str, tuple[datetime, int]] = {}
         self.statuses: dict[str, Status] = {}
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.latest: dict[int, tuple[int, float]] = {}
         self.fail_next = 0
+
+    async def streams(self, wanted: dict[StreamKey, str]) -> dict[StreamKey, int]:  # noqa: D102
+        for key in wanted:
+            self.ids.setdefault(key, len(self.ids) + 1)
+        return {key: self.ids[key] for key in wanted}
+
+    def key_of(self, stream_id: int) -> StreamKey:
+        """The (device, sensor, metric) of a stream id."""
+        return next(key for key, sid in self.ids.items() if sid == stream_id)
 
     async def write(self, batch: WriteBatch) -> WriteResult:  # noqa: D102
         if self.fail_next:
             self.fail_next -= 1
             raise ConnectionError("simulated database outage")
         inserted = 0
-        for row in batch.rows:
-            key = (row.device, row.sensor, row.metric, row.ts)
-            if key not in self.readings:
-                self.readings[key] = row.value
+        columns = batch.readings
+        for sid, ts, value in zip(columns.stream_ids, columns.ts_us, columns.values, strict=True):
+            if (sid, ts) not in self.readings:
+                self.readings[(sid, ts)] = value
                 inserted += 1
         self.rejections.extend(batch.rejections)
-        self.seen.update(batch.seen)
         self.statuses.update({device: status for device, (_, status) in batch.statuses.items()})
-        return WriteResult(inserted, len(batch.rows) - inserted)
+        return WriteResult(inserted, len(columns) - inserted)
+
+    async def flush_live(self, live: LiveState) -> None:  # noqa: D102
+        for columns in live.readings:
+            for sid, ts, value in zip(*newest_per_stream(columns), strict=True):
+                if int(ts) > self.latest.get(int(sid), (-1, 0.0))[0]:
+                    self.latest[int(sid)] = (int(ts), float(value))
+        self.seen.update(live.seen)
 
 
 _STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS readings_in"
     " (ts timestamptz NOT NULL, stream_id integer NOT NULL, value double precision NOT NULL)"
     " ON COMMIT DELETE ROWS"
+)
+# Timestamps travel as integer microseconds since the Unix epoch and become timestamptz
+# exactly through "'epoch'::timestamptz + us * interval '1 microsecond'".
+_COPY_READINGS = "COPY readings (ts, stream_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = "COPY readings_in (ts, stream_id, value) FROM STDIN (FORMAT BINARY)"
+_INSERT_STAGED = (
+    "INSERT INTO readings (ts, stream_id, value) SELECT ts, stream_id, value FROM readings_in"
+    " ON CONFLICT (stream_id, ts) DO NOTHING"
+)
+_COPY_REJECTIONS = (
+    "COPY rejections (topic, device_id, reason, detail, reading_index, payload) FROM STDIN"
+)
+_UPDATE_STATUS = (
+    "UPDATE devices AS d SET state = u.state, status = u.fields,"
+    " state_at = 'epoch'::timestamptz + u.at * interval '1 microsecond'"
+    " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::jsonb[])"
+    " AS u(device_id, state, at, fields) WHERE d.device_id = u.device_id"
+)
+_UPSERT_LATEST = (
+    "INSERT INTO latest (stream_id, ts, value)"
+    " SELECT u.stream_id, 'epoch'::timestamptz + u.ts * interval '1 microsecond', u.value"
+    " FROM unnest(%s::int[], %s::bigint[], %s::float8[]) AS u(stream_id, ts, value)"
+    " ON CONFLICT (stream_id) DO UPDATE SET ts = excluded.ts, value = excluded.value"
+    " WHERE latest.ts < excluded.ts"
+)
+_UPDATE_SEEN = (
+    "UPDATE devices AS d"
+    " SET last_seen = GREATEST(d.last_seen,"
+    " 'epoch'::timestamptz + u.ts * interval '1 microsecond'), last_seq = u.seq"
+    " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(device_id, ts, seq)"
+    " WHERE d.device_id = u.device_id"
 )
 
 
@@ -108,135 +168,105 @@ async def prepare_connection(conn: AsyncConnection[tuple[object, ...]]) -> None:
 
 
 class PostgresStore:
-    """A :class:`Store` on PostgreSQL (with or without TimescaleDB).
+    """A :class:`Store` on PostgreSQL, with or without TimescaleDB.
 
     Args:
         pool: A pool whose connections were configured with :func:`prepare_connection`.
+        timeout_s: How long to wait for a connection before counting the write as failed.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[tuple[object, ...]]],
+        timeout_s: float = 5.0,
+    ) -> None:
         self._pool = pool
-        self._streams: dict[StreamKey, int] = {}
+        self._timeout_s = timeout_s  # waiting longer for a connection only hides an outage
+
+    async def streams(self, wanted: dict[StreamKey, str]) -> dict[StreamKey, int]:
+        """Resolve stream ids in a transaction of their own (an unused stream row is harmless)."""
+        devices, sensors, metrics = (list(part) for part in zip(*wanted, strict=True))
+        units = list(wanted.values())
+        async with self._pool.connection(timeout=self._timeout_s) as conn:
+            await conn.execute(
+                "INSERT INTO streams (device_id, sensor, metric, unit)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+                " ON CONFLICT (device_id, sensor, metric) DO NOTHING",
+                (devices, sensors, metrics, units),
+            )
+            cursor = await conn.execute(
+                "SELECT s.device_id, s.sensor, s.metric, s.stream_id FROM streams s"
+                " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(device_id, sensor, metric)"
+                " USING (device_id, sensor, metric)",
+                (devices, sensors, metrics),
+            )
+            rows = await cursor.fetchall()
+        return {(str(d), str(s), str(m)): int(str(i)) for d, s, m, i in rows}
 
     async def write(self, batch: WriteBatch) -> WriteResult:
         """Write the batch in one transaction; raises on failure and leaves nothing behind."""
-        new_streams: dict[StreamKey, int] = {}
-        async with self._pool.connection() as conn, conn.transaction():
-            inserted = 0
-            if batch.rows:
-                new_streams = await self._resolve_streams(conn, batch.rows)
-                inserted = await self._insert_readings(conn, batch.rows, new_streams)
-            if batch.rejections:
-                await self._insert_rejections(conn, batch.rejections)
-            if batch.seen:
-                await self._update_seen(conn, batch.seen)
-            if batch.statuses:
-                await self._update_statuses(conn, batch.statuses)
-        # Only ids from a committed transaction are safe to remember.
-        self._streams.update(new_streams)
-        return WriteResult(inserted, len(batch.rows) - inserted)
+        buffer = batch.readings.copy_buffer() if len(batch.readings) else b""
+        try:
+            return await self._write(batch, buffer, deduplicate=False)
+        except psycopg.errors.UniqueViolation:
+            log.info("batch holds readings already stored (a redelivery); deduplicating")
+            return await self._write(batch, buffer, deduplicate=True)
 
-    async def _resolve_streams(
-        self, conn: AsyncConnection[tuple[object, ...]], rows: Sequence[Row]
-    ) -> dict[StreamKey, int]:
-        missing: dict[StreamKey, str] = {}
-        for row in rows:
-            key = (row.device, row.sensor, row.metric)
-            if key not in self._streams:
-                missing[key] = row.unit
-        if not missing:
-            return {}
-        devices, sensors, metrics = (list(part) for part in zip(*missing, strict=True))
-        units = list(missing.values())
-        await conn.execute(
-            "INSERT INTO streams (device_id, sensor, metric, unit)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT (device_id, sensor, metric) DO NOTHING",
-            (devices, sensors, metrics, units),
-        )
-        cursor = await conn.execute(
-            "SELECT s.device_id, s.sensor, s.metric, s.stream_id FROM streams s"
-            " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(device_id, sensor, metric)"
-            " USING (device_id, sensor, metric)",
-            (devices, sensors, metrics),
-        )
-        found: dict[StreamKey, int] = {}
-        for device, sensor, metric, stream_id in await cursor.fetchall():
-            found[(str(device), str(sensor), str(metric))] = int(str(stream_id))
-        return found
-
-    async def _insert_readings(
-        self,
-        conn: AsyncConnection[tuple[object, ...]],
-        rows: Sequence[Row],
-        new_streams: dict[StreamKey, int],
-    ) -> int:
-        streams = self._streams
-        async with conn.cursor() as cur:
-            async with cur.copy(
-                "COPY readings_in (ts, stream_id, value) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["timestamptz", "int4", "float8"])
-                for row in rows:
-                    key = (row.device, row.sensor, row.metric)
-                    stream_id = streams.get(key) or new_streams[key]
-                    await copy.write_row((row.ts, stream_id, row.value))
-            await cur.execute(
-                "INSERT INTO readings (ts, stream_id, value)"
-                " SELECT ts, stream_id, value FROM readings_in"
-                " ON CONFLICT (stream_id, ts) DO NOTHING"
-            )
-            inserted = cur.rowcount
-            await cur.execute(
-                "INSERT INTO latest (stream_id, ts, value)"
-                " SELECT DISTINCT ON (stream_id) stream_id, ts, value FROM readings_in"
-                " ORDER BY stream_id, ts DESC"
-                " ON CONFLICT (stream_id) DO UPDATE SET ts = excluded.ts, value = excluded.value"
-                " WHERE latest.ts < excluded.ts"
-            )
-        return inserted
-
-    async def _insert_rejections(
-        self, conn: AsyncConnection[tuple[object, ...]], rejections: Sequence[Rejection]
-    ) -> None:
+    async def _write(self, batch: WriteBatch, buffer: bytes, *, deduplicate: bool) -> WriteResult:
+        count = len(batch.readings)
+        inserted = 0
         async with (
+            self._pool.connection(timeout=self._timeout_s) as conn,
+            conn.transaction(),
             conn.cursor() as cur,
-            cur.copy(
-                "COPY rejections (topic, device_id, reason, detail, reading_index, payload)"
-                " FROM STDIN"
-            ) as copy,
         ):
-            for r in rejections:
-                await copy.write_row(
-                    (r.topic, r.device, str(r.reason), r.detail, r.reading_index, r.excerpt())
+            if count:
+                async with cur.copy(_COPY_STAGING if deduplicate else _COPY_READINGS) as copy:
+                    await copy.write(buffer)
+                inserted = count
+                if deduplicate:
+                    await cur.execute(_INSERT_STAGED)
+                    inserted = cur.rowcount
+            if batch.rejections:
+                async with cur.copy(_COPY_REJECTIONS) as copy:
+                    for r in batch.rejections:
+                        await copy.write_row(
+                            (
+                                r.topic,
+                                r.device,
+                                str(r.reason),
+                                r.detail,
+                                r.reading_index,
+                                r.excerpt(),
+                            )
+                        )
+            if batch.statuses:
+                devices = list(batch.statuses)
+                await cur.execute(
+                    _UPDATE_STATUS,
+                    (
+                        devices,
+                        [batch.statuses[d][1].state for d in devices],
+                        [batch.statuses[d][0] for d in devices],
+                        [json.dumps(dict(batch.statuses[d][1].fields)) for d in devices],
+                    ),
                 )
+        return WriteResult(inserted, count - inserted)
 
-    async def _update_seen(
-        self, conn: AsyncConnection[tuple[object, ...]], seen: dict[str, tuple[datetime, int]]
-    ) -> None:
-        devices = list(seen)
-        await conn.execute(
-            "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, u.at), last_seq = u.seq"
-            " FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS u(device_id, at, seq)"
-            " WHERE d.device_id = u.device_id",
-            (devices, [seen[d][0] for d in devices], [seen[d][1] for d in devices]),
-        )
-
-    async def _update_statuses(
-        self,
-        conn: AsyncConnection[tuple[object, ...]],
-        statuses: dict[str, tuple[datetime, Status]],
-    ) -> None:
-        devices = list(statuses)
-        await conn.execute(
-            "UPDATE devices AS d SET state = u.state, state_at = u.at, status = u.fields"
-            " FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
-            " AS u(device_id, state, at, fields)"
-            " WHERE d.device_id = u.device_id",
-            (
-                devices,
-                [statuses[d][1].state for d in devices],
-                [statuses[d][0] for d in devices],
-                [json.dumps(dict(statuses[d][1].fields)) for d in devices],
-            ),
-        )
+    async def flush_live(self, live: LiveState) -> None:
+        """Upsert the newest value per stream and the devices' last-seen times."""
+        async with self._pool.connection(timeout=self._timeout_s) as conn, conn.transaction():
+            if live.readings:
+                merged = ReadingColumns(
+                    np.concatenate([c.stream_ids for c in live.readings]),
+                    np.concatenate([c.ts_us for c in live.readings]),
+                    np.concatenate([c.values for c in live.readings]),
+                )
+                ids, ts, values = newest_per_stream(merged)
+                await conn.execute(_UPSERT_LATEST, (ids.tolist(), ts.tolist(), values.tolist()))
+            if live.seen:
+                devices = list(live.seen)
+                seen = [live.seen[d] for d in devices]
+                await conn.execute(
+                    _UPDATE_SEEN, (devices, [at for at, _ in seen], [seq for _, seq in seen])
+                )

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
 
 
-class ReadingRow(Protocol):
-    """What detection needs from a stored reading."""
+@dataclass(frozen=True, slots=True)
+class ReadingColumns:
+    """A committed batch as contiguous columns, one element per reading, in arrival order.
 
-    @property
-    def device(self) -> str: ...  # noqa: D102
+    Attributes:
+        stream_ids: ``streams.stream_id`` of each reading (int32).
+        ts_us: Acquisition time in microseconds since the Unix epoch (int64).
+        values: The measured values (float64).
+    """
 
-    @property
-    def sensor(self) -> str: ...  # noqa: D102
+    stream_ids: NDArray[np.int32]
+    ts_us: NDArray[np.int64]
+    values: NDArray[np.float64]
 
-    @property
-    def metric(self) -> str: ...  # noqa: D102
-
-    @property
-    def ts(self) -> datetime: ...  # noqa: D102
-
-    @property
-    def value(self) -> float: ...  # noqa: D102
-
-
-BatchHook = Callable[[Sequence[ReadingRow]], None]
+    def __len__(self) -> int:
+        return int(self.values.size)
 
 
-def no_detection(rows: Sequence[ReadingRow]) -> None:
+BatchHook = Callable[[ReadingColumns], None]
+
+
+def no_detection(batch: ReadingColumns) -> None:
     """The hook when no detectors are configured: costs nothing, changes nothing."""

@@ -41,7 +41,8 @@ async def test_health_readiness_and_metrics(
         await asyncio.to_thread(
             publish_all, broker, [(topic, batch_payload("aq-0001", 1, recent())), (topic, b"{")]
         )
-        assert await eventually(lambda: service.stats().batches >= 1)
+        assert await eventually(lambda: service.stats().readings_stored >= 3)
+        assert await eventually(lambda: service.stats().rejected_messages >= 1)
         status, body = await asyncio.to_thread(http, port, "/metrics")
         assert status == 200
         assert "ingest_readings_stored_total 3.0" in body

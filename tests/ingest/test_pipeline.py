@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from edge.contract import Status, encode_status
-from ingest.consumer import Inbound
+from ingest.mqtt import Message
 from ingest.pipeline import STORAGE_ERROR, Pipeline
 from ingest.registry import MemoryDirectory
 from ingest.validate import fast_loads
@@ -21,31 +21,33 @@ TOPIC = "city/v1/centre/{}/telemetry"
 
 
 class Acks:
-    """Collects acknowledgements in the order they are sent."""
+    """Names messages by packet id and records acknowledgements in the order they are sent."""
 
     def __init__(self) -> None:
+        self.names: dict[int, str] = {}
         self.sent: list[str] = []
 
-    def message(self, name: str, payload: bytes, topic: str | None = None) -> Inbound:
-        return Inbound(
-            topic or TOPIC.format("aq-0001"),
-            payload,
-            datetime.now(UTC),
-            lambda: self.sent.append(name),
-        )
+    def message(self, name: str, payload: bytes, topic: str | None = None) -> Message:
+        packet_id = len(self.names) + 1
+        self.names[packet_id] = name
+        return Message(topic or TOPIC.format("aq-0001"), payload, 1, packet_id)
+
+    def __call__(self, tokens: list[tuple[int, int, int]]) -> None:
+        self.sent.extend(self.names[packet_id] for _, packet_id, _ in tokens)
 
 
-def pipeline(store: MemoryStore, max_rows: int = 5_000) -> Pipeline:
-    return Pipeline(
-        store, MemoryDirectory(dict(SITES)), loads=fast_loads, max_age_s=0.05, max_rows=max_rows
-    )
+def pipeline(store: MemoryStore, acks: Acks, **kwargs: object) -> Pipeline:
+    options: dict[str, object] = {"loads": fast_loads, "max_age_s": 0.05}
+    options.update(kwargs)
+    return Pipeline(store, MemoryDirectory(dict(SITES)), acks, **options)  # type: ignore[arg-type]
 
 
-async def run_until_drained(pipe: Pipeline, messages: list[Inbound]) -> None:
+async def run_until_drained(pipe: Pipeline, messages: list[Message], chunk: int = 2) -> None:
     stopping = asyncio.Event()
     task = asyncio.create_task(pipe.run(stopping))
-    for message in messages:
-        await pipe.deliver(message)
+    for start in range(0, len(messages), chunk):
+        pipe.deliver(messages[start : start + chunk], 1)
+        await asyncio.sleep(0)
     stopping.set()
     await asyncio.wait_for(task, 10)
 
@@ -64,7 +66,7 @@ async def test_good_messages_around_bad_ones_are_stored_and_all_acked_in_order()
         ),
         acks.message("good-2", batch_payload("aq-0002", 1, start), TOPIC.format("aq-0002")),
     ]
-    pipe = pipeline(store)
+    pipe = pipeline(store, acks)
     await run_until_drained(pipe, messages)
     assert acks.sent == ["good-1", "malformed", "wrong-version", "non-numeric", "good-2"]
     assert len(store.readings) == 3 + 2 + 3
@@ -81,15 +83,32 @@ async def test_good_messages_around_bad_ones_are_stored_and_all_acked_in_order()
     assert pipe.drained.is_set()
 
 
+async def test_readings_keep_their_streams_values_and_times() -> None:
+    store, acks = MemoryStore(), Acks()
+    start = recent()
+    await run_until_drained(
+        pipeline(store, acks), [acks.message("m", batch_payload("aq-0001", 1, start))]
+    )
+    stored = sorted((store.key_of(sid), ts, value) for (sid, ts), value in store.readings.items())
+    first_us = int(start.timestamp() * 1_000_000)
+    assert stored == [
+        (("aq-0001", "aq", "pm2_5"), first_us + i * 1_000_000, 10.0 + i) for i in range(3)
+    ]
+    sid = store.ids[("aq-0001", "aq", "pm2_5")]
+    assert store.latest[sid] == (first_us + 2_000_000, 12.0)  # newest value kept for live views
+    assert store.seen["aq-0001"][1] == 1  # last sequence number
+
+
 async def test_nothing_is_acked_before_its_batch_is_durable() -> None:
     store, acks = MemoryStore(), Acks()
     store.fail_next = 3  # the database is down for three attempts
-    pipe = pipeline(store)
+    pipe = pipeline(store, acks)
     stopping = asyncio.Event()
     task = asyncio.create_task(pipe.run(stopping))
-    await pipe.deliver(acks.message("m1", batch_payload("aq-0001", 1, recent())))
+    pipe.deliver([acks.message("m1", batch_payload("aq-0001", 1, recent()))], 1)
     await asyncio.sleep(0.1)
     assert acks.sent == []  # still retrying: not acknowledged
+    assert pipe.writing_blocked
     stopping.set()
     await asyncio.wait_for(task, 30)
     assert acks.sent == ["m1"]
@@ -100,7 +119,7 @@ async def test_nothing_is_acked_before_its_batch_is_durable() -> None:
 async def test_redelivered_messages_count_as_duplicates() -> None:
     store, acks = MemoryStore(), Acks()
     payload = batch_payload("aq-0001", 1, recent())
-    pipe = pipeline(store)
+    pipe = pipeline(store, acks)
     await run_until_drained(pipe, [acks.message("a", payload), acks.message("a-again", payload)])
     assert (pipe.stats.readings_stored, pipe.stats.duplicates) == (3, 3)
     assert acks.sent == ["a", "a-again"]
@@ -109,16 +128,17 @@ async def test_redelivered_messages_count_as_duplicates() -> None:
 async def test_unknown_devices_are_looked_up_again_before_refusal() -> None:
     registry = {"aq-0001": "centre"}
     store, acks = MemoryStore(), Acks()
-    pipe = Pipeline(store, MemoryDirectory(registry), loads=fast_loads, max_age_s=0.05)
+    pipe = Pipeline(store, MemoryDirectory(registry), acks, loads=fast_loads, max_age_s=0.05)
     stopping = asyncio.Event()
     task = asyncio.create_task(pipe.run(stopping))
     await asyncio.sleep(0.05)
     registry["aq-0002"] = "centre"  # registered after ingest started
-    await pipe.deliver(
-        acks.message("new", batch_payload("aq-0002", 1, recent()), TOPIC.format("aq-0002"))
-    )
-    await pipe.deliver(
-        acks.message("ghost", batch_payload("aq-0003", 1, recent()), TOPIC.format("aq-0003"))
+    pipe.deliver(
+        [
+            acks.message("new", batch_payload("aq-0002", 1, recent()), TOPIC.format("aq-0002")),
+            acks.message("ghost", batch_payload("aq-0003", 1, recent()), TOPIC.format("aq-0003")),
+        ],
+        1,
     )
     stopping.set()
     await asyncio.wait_for(task, 10)
@@ -129,7 +149,7 @@ async def test_unknown_devices_are_looked_up_again_before_refusal() -> None:
 async def test_status_messages_update_registered_devices_only() -> None:
     store, acks = MemoryStore(), Acks()
     at = datetime.now(UTC)
-    pipe = pipeline(store)
+    pipe = pipeline(store, acks)
     await run_until_drained(
         pipe,
         [
@@ -146,18 +166,23 @@ async def test_status_messages_update_registered_devices_only() -> None:
                 encode_status(Status("aq-0002", "online", at)),
                 "city/v1/centre/aq-0001/status",
             ),
+            acks.message(
+                "s4", encode_status(Status("aq-0001", "offline")), "city/v1/north/aq-0001/status"
+            ),
         ],
     )
     assert set(store.statuses) == {"aq-0001"}
+    assert store.statuses["aq-0001"].state == "online"
     assert [r.reason for r in store.rejections] == ["device_mismatch"]
-    assert acks.sent == ["s1", "s2", "s3"]
+    assert pipe.stats.statuses_ignored == 2  # unregistered, and registered at another site
+    assert acks.sent == ["s1", "s2", "s3", "s4"]
 
 
 class PoisonStore(MemoryStore):
     """Refuses any batch containing a reading of exactly 11.0, like a database constraint would."""
 
     async def write(self, batch: WriteBatch) -> WriteResult:
-        if any(row.value == 11.0 for row in batch.rows):
+        if 11.0 in batch.readings.values:
             raise psycopg.DataError("value violates a constraint")
         return await super().write(batch)
 
@@ -166,7 +191,7 @@ async def test_a_message_the_database_refuses_is_isolated_and_the_rest_kept() ->
     store, acks = PoisonStore(), Acks()
     start = recent()
     poison = batch_payload("aq-0001", 2, start - timedelta(minutes=5), count=2)  # values 10, 11
-    pipe = pipeline(store, max_rows=1000)
+    pipe = pipeline(store, acks, max_rows=1000)
     await run_until_drained(
         pipe,
         [
@@ -176,10 +201,11 @@ async def test_a_message_the_database_refuses_is_isolated_and_the_rest_kept() ->
                 "ok-2", batch_payload("aq-0002", 1, start, count=1), TOPIC.format("aq-0002")
             ),
         ],
+        chunk=3,
     )
     assert acks.sent == ["ok-1", "poison", "ok-2"]
     assert len(store.readings) == 2
-    assert [r.reason for r in store.rejections] == [STORAGE_ERROR]
+    assert [(r.reason, r.device) for r in store.rejections] == [(STORAGE_ERROR, "aq-0001")]
 
 
 @pytest.mark.parametrize("rows_per_message", [1, 50])
@@ -188,7 +214,7 @@ async def test_batches_respect_the_row_limit(rows_per_message: int) -> None:
 
     class CountingStore(MemoryStore):
         async def write(self, batch: WriteBatch) -> WriteResult:
-            writes.append(len(batch.rows))
+            writes.append(len(batch.readings))
             return await super().write(batch)
 
     acks = Acks()
@@ -199,25 +225,27 @@ async def test_batches_respect_the_row_limit(rows_per_message: int) -> None:
         )
         for i in range(40)
     ]
-    pipe = Pipeline(
-        CountingStore(), MemoryDirectory(dict(SITES)), loads=fast_loads, max_rows=100, max_age_s=5
-    )
-    await run_until_drained(pipe, messages)
+    pipe = pipeline(CountingStore(), acks, max_rows=100, max_age_s=5)
+    await run_until_drained(pipe, messages, chunk=40)
     assert sum(writes) == 40 * rows_per_message
     assert max(writes) <= 100 + rows_per_message
 
 
-async def test_statuses_from_another_site_are_ignored() -> None:
+async def test_the_consumer_is_asked_to_pause_when_the_queue_is_long() -> None:
     store, acks = MemoryStore(), Acks()
-    pipe = pipeline(store)
-    await run_until_drained(
-        pipe,
-        [
-            acks.message(
-                "s", encode_status(Status("aq-0001", "offline")), "city/v1/north/aq-0001/status"
-            )
-        ],
-    )
-    assert store.statuses == {}
-    assert pipe.stats.statuses_ignored == 1
-    assert acks.sent == ["s"]
+    pipe = pipeline(store, acks, queue_size=4)
+    resumed: list[bool] = []
+    pipe.on_room = lambda: resumed.append(True)
+    start = recent()
+    many = [
+        acks.message(f"m{i}", batch_payload("aq-0001", i, start - timedelta(minutes=i), 1))
+        for i in range(5)
+    ]
+    assert pipe.deliver(many[:3], 1) is True
+    assert pipe.deliver(many[3:], 1) is False  # the consumer pauses reading
+    stopping = asyncio.Event()
+    task = asyncio.create_task(pipe.run(stopping))
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert resumed  # and is told to resume once the writer caught up
+    assert len(acks.sent) == 5

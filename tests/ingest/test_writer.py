@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from edge.contract import Status
+from ingest.columns import Columns
 from ingest.service import Pool, open_pool
-from ingest.validate import Rejection
-from ingest.writer import PostgresStore, Row, WriteBatch
+from ingest.validate import Rejection, to_us
+from ingest.writer import LiveState, PostgresStore, WriteBatch
 from tests.conftest import Database
 from tests.ingest.helpers import register, stored_keys
 
@@ -26,58 +27,78 @@ async def pool(database: Database) -> AsyncIterator[Pool]:
         yield pool
 
 
-def rows(device: str, start: datetime, count: int, metric: str = "pm2_5") -> list[Row]:
-    return [
-        Row(device, "aq", metric, "ug/m3", start + timedelta(seconds=i), float(i))
-        for i in range(count)
-    ]
+async def stream(store: PostgresStore, device: str = "aq-0001", metric: str = "pm2_5") -> int:
+    ids = await store.streams({(device, "aq", metric): "ug/m3"})
+    return ids[(device, "aq", metric)]
+
+
+def columns(stream_id: int, start: datetime, count: int) -> Columns:
+    built = Columns()
+    for i in range(count):
+        built.append(stream_id, to_us(start + timedelta(seconds=i)), float(i))
+    return built
 
 
 async def test_rows_are_stored_once_even_when_redelivered(pool: Pool, database: Database) -> None:
     store = PostgresStore(pool)
-    first = await store.write(WriteBatch(rows=rows("aq-0001", AT, 100)))
-    again = await store.write(WriteBatch(rows=rows("aq-0001", AT + timedelta(seconds=50), 100)))
+    sid = await stream(store)
+    first = await store.write(WriteBatch(readings=columns(sid, AT, 100)))
+    again = await store.write(WriteBatch(readings=columns(sid, AT + timedelta(seconds=50), 100)))
     assert (first.inserted, first.duplicates) == (100, 0)
     assert (again.inserted, again.duplicates) == (50, 50)
-    assert len(stored_keys(database.dsn)) == 150
+    keys = stored_keys(database.dsn)
+    assert len(keys) == 150
+    assert keys[0] == ("aq-0001", "aq", "pm2_5", AT, 0.0)
+    assert keys[-1][3] == AT + timedelta(seconds=149)
 
 
 async def test_duplicates_inside_one_batch_are_stored_once(pool: Pool, database: Database) -> None:
     store = PostgresStore(pool)
-    result = await store.write(WriteBatch(rows=rows("aq-0001", AT, 5) * 2))
+    sid = await stream(store)
+    doubled = columns(sid, AT, 5)
+    doubled.extend(columns(sid, AT, 5))
+    result = await store.write(WriteBatch(readings=doubled))
     assert (result.inserted, result.duplicates) == (5, 5)
 
 
-async def test_streams_are_created_once_and_reused(pool: Pool, database: Database) -> None:
-    await PostgresStore(pool).write(WriteBatch(rows=rows("aq-0001", AT, 3)))
-    # A second store (another worker) resolves the same stream ids from the database.
-    await PostgresStore(pool).write(
-        WriteBatch(rows=rows("aq-0001", AT + timedelta(hours=1), 3) + rows("aq-0002", AT, 2, "no2"))
-    )
+async def test_streams_are_created_once_and_shared(pool: Pool, database: Database) -> None:
+    one, two = PostgresStore(pool), PostgresStore(pool)  # two workers
+    assert await stream(one) == await stream(two)
+    other = await stream(two, "aq-0002", "no2")
     with psycopg.connect(database.dsn) as conn:
-        streams = conn.execute("SELECT device_id, metric FROM streams ORDER BY 1, 2").fetchall()
-    assert streams == [("aq-0001", "pm2_5"), ("aq-0002", "no2")]
-    assert len(stored_keys(database.dsn)) == 8
+        rows = conn.execute(
+            "SELECT device_id, metric, stream_id FROM streams ORDER BY 1"
+        ).fetchall()
+    assert [(d, m) for d, m, _ in rows] == [("aq-0001", "pm2_5"), ("aq-0002", "no2")]
+    assert rows[1][2] == other
 
 
 async def test_latest_keeps_the_newest_value_whatever_the_arrival_order(
     pool: Pool, database: Database
 ) -> None:
     store = PostgresStore(pool)
-    await store.write(WriteBatch(rows=[Row("aq-0001", "aq", "pm2_5", "ug/m3", AT, 5.0)]))
-    await store.write(
-        WriteBatch(rows=[Row("aq-0001", "aq", "pm2_5", "ug/m3", AT - timedelta(hours=1), 99.0)])
+    sid = await stream(store)
+    newer, older = Columns(), Columns()
+    newer.append(sid, to_us(AT), 5.0)
+    older.append(sid, to_us(AT - timedelta(hours=1)), 99.0)
+    await store.flush_live(LiveState(readings=[newer.arrays()], seen={"aq-0001": (to_us(AT), 41)}))
+    await store.flush_live(
+        LiveState(readings=[older.arrays()], seen={"aq-0001": (to_us(AT) - 10, 40)})
     )
     with psycopg.connect(database.dsn) as conn:
         latest = conn.execute("SELECT ts, value FROM latest").fetchall()
+        seen = conn.execute("SELECT last_seen FROM devices WHERE device_id = 'aq-0001'").fetchone()
     assert latest == [(AT, 5.0)]
+    assert seen == (AT,)  # last_seen never goes backwards
 
 
-async def test_rejections_seen_and_status_are_written_with_the_batch(
+async def test_rejections_and_status_are_written_with_the_batch(
     pool: Pool, database: Database
 ) -> None:
+    store = PostgresStore(pool)
+    sid = await stream(store)
     batch = WriteBatch(
-        rows=rows("aq-0001", AT, 1),
+        readings=columns(sid, AT, 1),
         rejections=[
             Rejection(
                 "city/v1/centre/aq-0001/telemetry",
@@ -95,30 +116,33 @@ async def test_rejections_seen_and_status_are_written_with_the_batch(
                 reading_index=2,
             ),
         ],
-        seen={"aq-0001": (AT, 41)},
-        statuses={"aq-0002": (AT, Status("aq-0002", "online", AT, {"backlog": 3}))},
+        statuses={"aq-0002": (to_us(AT), Status("aq-0002", "online", AT, {"backlog": 3}))},
     )
-    await PostgresStore(pool).write(batch)
+    await store.write(batch)
     with psycopg.connect(database.dsn) as conn:
         rejected = conn.execute(
             "SELECT reason, reading_index, payload FROM rejections ORDER BY id"
         ).fetchall()
         devices = conn.execute(
-            "SELECT device_id, last_seen, last_seq, state, status FROM devices ORDER BY 1"
+            "SELECT device_id, state, state_at, status FROM devices ORDER BY 1"
         ).fetchall()
     assert rejected == [("malformed_json", None, "{\\x00\\xff"), ("non_finite", 2, "{}")]
     assert devices == [
-        ("aq-0001", AT, 41, None, {}),
-        ("aq-0002", None, None, "online", {"backlog": 3}),
+        ("aq-0001", None, None, {}),
+        ("aq-0002", "online", AT, {"backlog": 3}),
     ]
 
 
 async def test_a_failed_batch_leaves_nothing_behind(pool: Pool, database: Database) -> None:
     store = PostgresStore(pool)
-    bad = [*rows("aq-0001", AT, 3), Row("unregistered", "aq", "pm2_5", "ug/m3", AT, 1.0)]
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        await store.write(WriteBatch(rows=bad))
+    sid = await stream(store)
+    broken = WriteBatch(
+        readings=columns(sid, AT, 3),
+        # A rejection whose index overflows integer: the whole transaction must roll back.
+        rejections=[Rejection("t", None, "wrong_type", "d", b"p", reading_index=2**40)],
+    )
+    with pytest.raises(psycopg.DataError):
+        await store.write(broken)
     assert stored_keys(database.dsn) == []
-    # The store is still usable and has not cached ids from the rolled-back transaction.
-    result = await store.write(WriteBatch(rows=rows("aq-0001", AT, 3)))
+    result = await store.write(WriteBatch(readings=columns(sid, AT, 3)))
     assert result.inserted == 3

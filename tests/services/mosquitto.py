@@ -25,7 +25,7 @@ persistence true
 persistence_location {directory}/
 autosave_interval 1
 # Ingest acknowledges only after commit: let the queue for an absent ingest grow large.
-max_queued_messages 200000
+max_queued_messages {max_queued}
 max_inflight_messages 1000
 log_dest file {directory}/mosquitto.log
 log_type error
@@ -40,7 +40,7 @@ connection_messages true
 class Mosquitto:
     """One broker process; :meth:`restart` keeps its port and persisted sessions."""
 
-    def __init__(self, extra_config: str = "") -> None:
+    def __init__(self, extra_config: str = "", max_queued: int = 200_000) -> None:
         self.binary = find_binary("mosquitto", "/usr/sbin", "/usr/local/sbin")
         self.directory = Path(tempfile.mkdtemp(prefix="smartcity-mqtt-"))
         self.user = service_user("mosquitto")
@@ -49,7 +49,9 @@ class Mosquitto:
         self.port = free_port()
         self.config_path = self.directory / "mosquitto.conf"
         self.config_path.write_text(
-            CONFIG.format(port=self.port, directory=self.directory, extra=extra_config)
+            CONFIG.format(
+                port=self.port, directory=self.directory, extra=extra_config, max_queued=max_queued
+            )
         )
         self.log_path = self.directory / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
