@@ -309,8 +309,8 @@ def main() -> int:
     parser.add_argument(
         "--offered",
         type=float,
-        default=200_000,
-        help="readings/s the publisher offers during the sustained run (default 200,000)",
+        default=150_000,
+        help="readings/s offered during the sustained run (default 150,000)",
     )
     parser.add_argument("--skip-baselines", action="store_true", help="only the ingest runs")
     args = parser.parse_args()
