@@ -2,7 +2,8 @@
 
 The agent writes every batch here before publishing it and deletes it only after the broker's
 PUBACK, so whatever the broker has not confirmed is still here. :class:`MemoryOutbox` is the
-bounded in-memory version (it survives broker outages, not a power cut).
+bounded in-memory version (it survives broker outages, not a power cut): the fleet simulator
+uses it; a real device uses :class:`edge.spool.Spool`, which has the same interface.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stored batch: its storage id (increasing) and its encoded payload."""
+    """One stored batch: storage id (increasing), sequence number, size and encoded payload."""
 
     id: int
+    seq: int
+    readings: int
     payload: bytes
 
 
@@ -27,8 +30,8 @@ class Outbox(Protocol):
         """The sequence number for the next batch; never repeats for this outbox."""
         ...
 
-    def put(self, payload: bytes) -> None:
-        """Store a batch, dropping the oldest stored batch if the outbox is full."""
+    def put(self, seq: int, payload: bytes, *, readings: int) -> None:
+        """Store a batch, dropping the oldest stored batches if the outbox is full."""
         ...
 
     def after(self, entry_id: int, limit: int) -> list[Entry]:
@@ -44,7 +47,11 @@ class Outbox(Protocol):
         ...
 
     def dropped(self) -> int:
-        """How many batches were dropped because the outbox was full."""
+        """How many readings were dropped because the outbox was full."""
+        ...
+
+    def flush(self) -> None:
+        """Make pending bookkeeping durable (a no-op in memory)."""
         ...
 
 
@@ -55,28 +62,27 @@ class MemoryOutbox:
         if max_batches < 1:
             raise ValueError("max_batches must be at least 1")
         self._max = max_batches
-        self._entries: OrderedDict[int, bytes] = OrderedDict()
+        self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._last_id = 0
         self._seq = 0
         self._dropped = 0
 
     def next_seq(self) -> int:  # noqa: D102
-        seq = self._seq
-        self._seq += 1
-        return seq
+        return self._seq
 
-    def put(self, payload: bytes) -> None:  # noqa: D102
+    def put(self, seq: int, payload: bytes, *, readings: int) -> None:  # noqa: D102
         if len(self._entries) >= self._max:
-            self._entries.popitem(last=False)
-            self._dropped += 1
+            _, oldest = self._entries.popitem(last=False)
+            self._dropped += oldest.readings
         self._last_id += 1
-        self._entries[self._last_id] = payload
+        self._seq = max(self._seq, seq + 1)
+        self._entries[self._last_id] = Entry(self._last_id, seq, readings, payload)
 
     def after(self, entry_id: int, limit: int) -> list[Entry]:  # noqa: D102
         found: list[Entry] = []
-        for key, payload in self._entries.items():
+        for key, entry in self._entries.items():
             if key > entry_id:
-                found.append(Entry(key, payload))
+                found.append(entry)
                 if len(found) >= limit:
                     break
         return found
@@ -89,3 +95,6 @@ class MemoryOutbox:
 
     def dropped(self) -> int:  # noqa: D102
         return self._dropped
+
+    def flush(self) -> None:  # noqa: D102
+        return
