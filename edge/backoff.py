@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 
@@ -35,6 +34,8 @@ class Backoff:
 
     async def sleep(self) -> float:
         """Sleep for the next delay and return it."""
+        import asyncio  # noqa: PLC0415  # only async callers pay for asyncio; the edge agent does not
+
         delay = self.next_delay()
         await asyncio.sleep(delay)
         return delay

@@ -1,13 +1,17 @@
-"""The device's MQTT connection: last will, retained status, QoS 1 publishing, reconnection.
+"""The device's MQTT session: last will, retained status, QoS 1 publishing, remote config.
 
-paho runs the network loop on its own thread (``connect_async`` + ``loop_start``), reconnects by
-itself with a growing delay, and resends QoS 1 messages still waiting for their PUBACK. This class
-only translates between paho and the agent: it reports connection changes and delivered message ids.
+The session runs on a :class:`~edge.netloop.NetworkLoop` (shared by many sessions in the fleet
+simulator), which reconnects it with jittered backoff. paho resends QoS 1 messages still
+waiting for their PUBACK after a reconnection. Every publish happens on the caller's thread, and
+acknowledgements come back through :meth:`Publisher.drain_acks` on that same thread, so the
+agent never races the network thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections import deque
@@ -19,8 +23,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.backoff import Backoff
 from edge.contract import Status, StatusValue, encode_status
-from edge.topics import status_topic, telemetry_topic
+from edge.netloop import LoopSession, NetworkLoop
+from edge.topics import device_topic, status_topic, telemetry_topic
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,8 @@ class BrokerSettings:
         cert_file: Client certificate, for brokers that authenticate devices by certificate.
         key_file: Key of the client certificate.
         keepalive_s: MQTT keepalive; the broker declares the device offline after 1.5 times this.
-        reconnect_min_s: First reconnection delay; it doubles up to ``reconnect_max_s``.
+        reconnect_min_s: First reconnection delay cap; it doubles up to ``reconnect_max_s``, and
+            each actual delay is drawn at random below the cap.
         reconnect_max_s: Longest reconnection delay.
     """
 
@@ -50,28 +57,26 @@ class BrokerSettings:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive_s: int = 30
-    reconnect_min_s: int = 1
-    reconnect_max_s: int = 60
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
 
     def __repr__(self) -> str:  # keeps the password out of logs and tracebacks
         secret = "***" if self.password else None
         return (
             f"BrokerSettings(host={self.host!r}, port={self.port}, "
-            f"username={self.username!r}, password={secret})"
+            f"username={self.username!r}, password={secret}, tls={self.ca_file is not None})"
         )
 
 
 class Publisher:
     """One device's MQTT session.
 
-    Every publish happens on the caller's thread, and acknowledgements come back through
-    :meth:`drain_acks` on that same thread, so the caller never races paho's network thread.
-
     Args:
         site: The device's site (a topic level).
         device: The device id (a topic level, and the MQTT client id).
         broker: Connection settings.
-        wake: Set from paho's thread whenever an acknowledgement or a connection arrives, so the
+        loop: The network loop to run on; a private one by default.
+        wake: Set whenever an acknowledgement, a connection or a config message arrives, so the
             caller can sleep until there is work.
         max_inflight: QoS 1 messages on the wire at once; paho holds the rest back until
             PUBACKs free room.
@@ -83,18 +88,24 @@ class Publisher:
         site: str,
         device: str,
         broker: BrokerSettings,
+        loop: NetworkLoop | None = None,
         wake: threading.Event | None = None,
         max_inflight: int = 20,
     ) -> None:
         self.device = device
         self._telemetry = telemetry_topic(site, device)
         self._status = status_topic(site, device)
+        self._config = device_topic(site, device, "config")
         self._broker = broker
+        self._own_loop = loop is None
+        self._loop = loop or NetworkLoop(name=f"mqtt-{device}")
         self._wake = wake or threading.Event()
         self._connected = threading.Event()
-        self._acks: deque[int] = deque()  # appended by paho's thread, drained by the caller's
+        self._acks: deque[int] = deque()  # appended by the loop thread, drained by the caller
+        self._configs: deque[bytes] = deque()
         self._connects = 0
         self._connects_seen = 0
+        self.last_refusal: str | None = None
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=device,
@@ -104,21 +115,25 @@ class Publisher:
         if broker.username is not None:
             client.username_pw_set(broker.username, broker.password)
         if broker.ca_file is not None:
-            client.tls_set(
-                ca_certs=broker.ca_file,
-                certfile=broker.cert_file,
-                keyfile=broker.key_file,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            context = ssl.create_default_context(cafile=broker.ca_file)
+            if broker.cert_file is not None:
+                context.load_cert_chain(broker.cert_file, broker.key_file)
+            client.tls_set_context(context)
         # The broker publishes this for us if we vanish without saying goodbye.
         client.will_set(self._status, encode_status(Status(device, "offline")), qos=1, retain=True)
-        client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        client.connect_async(broker.host, broker.port, broker.keepalive_s)
         self._client = client
+        self._session = LoopSession(
+            client,
+            device,
+            Backoff(initial=broker.reconnect_min_s, maximum=broker.reconnect_max_s),
+        )
 
     @property
     def connected(self) -> bool:
@@ -130,13 +145,14 @@ class Publisher:
         return self._connected.wait(timeout)
 
     def start(self) -> None:
-        """Connect in the background; paho keeps retrying until :meth:`stop`."""
-        log.info("%s connecting to %s:%d", self.device, self._broker.host, self._broker.port)
-        self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
-        self._client.loop_start()
+        """Connect in the background; the loop keeps retrying until :meth:`stop`."""
+        log.info("%s connecting to %r", self.device, self._broker)
+        self._loop.add(self._session)
+        self._loop.start()
 
     def stop(self, fields: dict[str, StatusValue] | None = None, timeout: float = 5.0) -> None:
         """Say goodbye: publish a retained ``offline`` status, then disconnect."""
+        self._session.wanted = False
         if self.connected:
             info = self._client.publish(
                 self._status, self._status_payload("offline", fields or {}), qos=1, retain=True
@@ -145,9 +161,40 @@ class Publisher:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 log.warning("%s could not publish its offline status", self.device)
-        self._client.disconnect()
-        self._client.loop_stop()
+        done = threading.Event()
+
+        def disconnect() -> None:
+            self._client.disconnect()
+            self._loop.remove(self._session)
+            done.set()
+
+        self._loop.call(disconnect)
+        done.wait(timeout)
         self._connected.clear()
+        if self._own_loop:
+            self._loop.stop()
+
+    def go_offline(self) -> None:
+        """Drop the connection abruptly and stay away until :meth:`come_back`.
+
+        As a device losing its link does: no DISCONNECT, so the broker publishes the last will.
+        """
+        self._session.wanted = False
+
+        def drop() -> None:
+            sock = self._client.socket()
+            if sock is not None:
+                # No DISCONNECT: the broker sees the link die; paho sees end-of-file and reports
+                # the connection lost.
+                with contextlib.suppress(OSError, AttributeError):
+                    sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]  # a real socket
+
+        self._loop.call(drop)
+
+    def come_back(self) -> None:
+        """Reconnect after :meth:`go_offline`."""
+        self._session.wanted = True
+        self._session.next_attempt = 0.0
 
     def take_reconnect(self) -> bool:
         """Whether the session (re)connected since the last call."""
@@ -162,6 +209,13 @@ class Publisher:
         while self._acks:
             acks.append(self._acks.popleft())
         return acks
+
+    def drain_configs(self) -> list[bytes]:
+        """Remote configuration payloads received since the last call, oldest first."""
+        configs = []
+        while self._configs:
+            configs.append(self._configs.popleft())
+        return configs
 
     def publish_telemetry(self, payload: bytes) -> int | None:
         """Queue one telemetry batch at QoS 1.
@@ -189,6 +243,8 @@ class Publisher:
         )
         return encode_status(status)
 
+    # paho callbacks, on the loop thread ------------------------------------------------------
+
     def _handle_connect(
         self,
         client: mqtt.Client,
@@ -198,9 +254,14 @@ class Publisher:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            self.last_refusal = str(reason)
             log.warning("%s connection refused: %s", self.device, reason)
             return
         log.info("%s connected", self.device)
+        self.last_refusal = None
+        self._session.up = True
+        self._session.backoff.reset()
+        client.subscribe(self._config, qos=1)
         self._connects += 1
         self._connected.set()
         self._wake.set()
@@ -213,8 +274,9 @@ class Publisher:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if self._connected.is_set():
+        if self._session.up:
             log.info("%s disconnected: %s", self.device, reason)
+        self._session.up = False
         self._connected.clear()
 
     def _handle_publish(
@@ -227,3 +289,10 @@ class Publisher:
     ) -> None:
         self._acks.append(mid)
         self._wake.set()
+
+    def _handle_message(
+        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        if message.topic == self._config:
+            self._configs.append(bytes(message.payload))
+            self._wake.set()

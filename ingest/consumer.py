@@ -15,8 +15,8 @@ import ssl
 from collections.abc import Callable
 from contextlib import suppress
 
+from edge.backoff import Backoff
 from edge.topics import STATUS_ALL, TELEMETRY_ALL, shared
-from ingest.backoff import Backoff
 from ingest.config import IngestConfig
 from ingest.mqtt import Message, MqttClient, MqttError
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from edge.backoff import Backoff
 from edge.contract import ContractError, JsonLoads, Status, decode_status
 from edge.metrics import METRICS
 from edge.topics import parse_topic
-from ingest.backoff import Backoff
 from ingest.columns import Columns
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Message
