@@ -32,3 +32,22 @@ class Sensor(Protocol):
             SensorError: The hardware did not answer with a valid sample.
         """
         ...
+
+
+@runtime_checkable
+class DutyCycled(Protocol):
+    """A sensor that should sleep between samples (laser and fan wear, power).
+
+    The agent calls :meth:`wake` ``warmup_s`` before a sample and :meth:`sleep` after it, when
+    the sampling interval leaves room for that.
+    """
+
+    warmup_s: float
+
+    def wake(self) -> None:
+        """Start warming up."""
+        ...
+
+    def sleep(self) -> None:
+        """Stop until the next wake."""
+        ...
