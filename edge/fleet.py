@@ -13,12 +13,16 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from edge.agent import AgentSettings, EdgeAgent
 from edge.contract import Batch
+from edge.faults import Fault, FaultySensor, plan_faults, write_labels
 from edge.metrics import FAMILIES, Family
+from edge.netloop import NetworkLoop
 from edge.outbox import MemoryOutbox
 from edge.publisher import BrokerSettings, Publisher
 from edge.sensors.simulated import simulated_sensors
@@ -49,6 +53,12 @@ DEMO_DISTRICTS: tuple[District, ...] = (
 )
 
 _PREFIX: dict[Family, str] = {"traffic": "tr", "air": "aq", "waste": "wb"}
+# The sensor and metrics each simulated family reports (see edge.sensors.simulated).
+FAMILY_SENSOR: dict[Family, tuple[str, tuple[str, ...]]] = {
+    "traffic": ("loop", ("vehicle_count", "speed_mean", "occupancy")),
+    "air": ("aq", ("pm2_5", "pm10", "no2", "temperature", "humidity")),
+    "waste": ("bin", ("fill_level", "temperature")),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +114,32 @@ def plan_fleet(
     return specs
 
 
+def plan_fleet_faults(
+    specs: Iterable[DeviceSpec],
+    start: datetime,
+    duration: timedelta,
+    *,
+    per_device_per_hour: float = 0.5,
+    seed: int = 1,
+) -> list[Fault]:
+    """Faults for a simulated fleet, each on a metric its device really reports."""
+    devices = [(s.device, *FAMILY_SENSOR[s.family]) for s in specs]
+    return plan_faults(devices, start, duration, per_device_per_hour=per_device_per_hour, seed=seed)
+
+
 class Fleet:
     """Runs simulated devices against a real broker.
 
     Args:
         specs: The devices, usually from :func:`plan_fleet`.
-        broker: Where to connect; every device uses its own session.
+        broker: Where to connect; every device has its own MQTT session, all driven by one
+            network thread.
         sample_interval_s: Seconds between samples on each device.
         batch_interval_s: Seconds between batches on each device.
         credentials: Optional per-device (username, password) lookup.
         record: Keep the key of every reading stored for publishing (the tests' ground truth).
+        faults: Faults to inject (see :func:`edge.faults.plan_faults`).
+        labels: Where to write the injected faults as JSON lines.
     """
 
     def __init__(
@@ -125,13 +151,21 @@ class Fleet:
         batch_interval_s: float = 10.0,
         credentials: Callable[[DeviceSpec], tuple[str, str] | None] | None = None,
         record: bool = False,
+        faults: Sequence[Fault] = (),
+        labels: Path | None = None,
     ) -> None:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._record = record
+        self._loop = NetworkLoop(name="fleet-mqtt")
+        self._stopped = False
         self.published: set[ReadingKey] = set()
         self.agents: list[EdgeAgent] = []
+        self.faults = list(faults)
+        self._offline = [f for f in self.faults if f.kind == "offline"]
+        self._away: set[str] = set()
+        if labels is not None:
+            write_labels(labels, self.faults)
         for spec in specs:
             device_broker = broker
             secret = credentials(spec) if credentials is not None else None
@@ -144,11 +178,20 @@ class Fleet:
                 batch_interval_s=batch_interval_s,
             )
             publisher = Publisher(
-                site=spec.site, device=spec.device, broker=device_broker, wake=self._wake
+                site=spec.site,
+                device=spec.device,
+                broker=device_broker,
+                loop=self._loop,
+                wake=self._wake,
             )
+            own = [f for f in self.faults if f.device == spec.device]
+            sensors = [
+                FaultySensor(s, own) if own else s
+                for s in simulated_sensors(spec.family, seed=spec.seed)
+            ]
             agent = EdgeAgent(
                 settings,
-                simulated_sensors(spec.family, seed=spec.seed),
+                sensors,
                 publisher,
                 MemoryOutbox(),
                 on_batch=self._remember if record else None,
@@ -163,7 +206,7 @@ class Fleet:
         """Connect every device and start sampling on a background thread."""
         for agent in self.agents:
             agent.publisher.start()
-        self._thread = threading.Thread(target=self._loop, name="fleet", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
         self._thread.start()
         log.info("fleet of %d devices started", len(self.agents))
 
@@ -180,13 +223,16 @@ class Fleet:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=30)
             self._thread = None
 
     def drain(self, timeout: float) -> bool:
         """Flush every open batch and publish until all are acknowledged or ``timeout`` passes."""
         for agent in self.agents:
             agent.flush()
+            if agent.settings.device in self._away:
+                agent.publisher.come_back()
+        self._away.clear()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for agent in self.agents:
@@ -198,21 +244,44 @@ class Fleet:
         return self.backlog() == 0
 
     def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop sampling, drain for up to ``drain_timeout`` seconds and disconnect every device."""
+        """Stop sampling, drain for up to ``drain_timeout`` seconds and disconnect every device.
+
+        Calling it again does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         self.stop_sampling()
         self.drain(drain_timeout)
         for agent in self.agents:
             agent.publisher.stop(agent.status_fields())
+        self._loop.stop()
         log.info("fleet stopped")
 
     def backlog(self) -> int:
         """Batches stored on all devices and not yet acknowledged."""
         return sum(agent.backlog for agent in self.agents)
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
         while not self._stop.is_set():
+            self._take_offline()
             delay = 1.0
             for agent in self.agents:
                 delay = min(delay, agent.tick())
             self._wake.wait(delay)
             self._wake.clear()
+
+    def _take_offline(self) -> None:
+        if not self._offline:
+            return
+        now = datetime.now(UTC)
+        away = {f.device for f in self._offline if f.active(now)}
+        for agent in self.agents:
+            device = agent.settings.device
+            if device in away and device not in self._away:
+                log.info("%s goes offline (injected)", device)
+                agent.publisher.go_offline()
+            elif device in self._away and device not in away:
+                log.info("%s comes back (injected)", device)
+                agent.publisher.come_back()
+        self._away = away
