@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 from edge.settings import load_settings, read_toml
@@ -44,6 +45,13 @@ class IngestConfig:
             long while devices report themselves online.
         log_level: Python logging level name.
         log_format: ``text`` for people, ``json`` (one object per line) for log collectors.
+        detection: Run anomaly detection and alerts on every committed batch.
+        alerts_per_site_per_minute: New alerts allowed per district per minute; more wait.
+        alert_topic_prefix: Alerts are published under ``{prefix}/{site}/{device}/{kind}``;
+            empty turns publishing off.
+        checkpoint_every_s: How often changed detector state is saved to the database.
+        aqi_scheme: Air-quality index whose bands raise alerts (``daqi-2013``, ``eaqi-2021``).
+        city_timezone: IANA zone for hour-of-day patterns and the times in alert messages.
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -69,6 +77,12 @@ class IngestConfig:
     stall_after_s: float = 120.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    detection: bool = True
+    alerts_per_site_per_minute: int = 30
+    alert_topic_prefix: str = "city/alerts/v1"
+    checkpoint_every_s: float = 300.0
+    aqi_scheme: Literal["daqi-2013", "eaqi-2021"] = "daqi-2013"
+    city_timezone: str = "Europe/London"
 
     def __post_init__(self) -> None:
         if not 1 <= self.receive_maximum <= 65_535:
@@ -77,9 +91,21 @@ class IngestConfig:
             raise ValueError("shared_group needs mqtt_protocol 5")
         if not -1 <= self.health_port < 65_536:
             raise ValueError("health_port must be -1 (off), 0 (any) or a port number")
-        for name in ("batch_max_rows", "queue_max_messages", "broker_port"):
+        for name in (
+            "batch_max_rows",
+            "queue_max_messages",
+            "broker_port",
+            "alerts_per_site_per_minute",
+            "checkpoint_every_s",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if any(c in self.alert_topic_prefix for c in "+#") or self.alert_topic_prefix.endswith("/"):
+            raise ValueError("alert_topic_prefix must be a topic without wildcards or trailing /")
+        try:
+            ZoneInfo(self.city_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"city_timezone {self.city_timezone!r} is not a known zone") from None
 
     def __repr__(self) -> str:  # the password and the database URL's password stay out of logs
         return (

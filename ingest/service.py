@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from contextlib import suppress
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -20,7 +23,11 @@ from ingest.registry import PostgresDirectory
 from ingest.schema import migrate
 from ingest.validate import Limits, fast_loads
 from ingest.writer import PostgresStore, prepare_connection
+from processing.config import DetectionSettings
 from processing.hook import BatchHook, no_detection
+from processing.publish import AlertPublisher, BrokerAccount
+from processing.service import DetectionOptions, DetectionService
+from processing.stage import DetectionStage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,10 @@ class IngestService:
 
     def __init__(self, config: IngestConfig, *, process: BatchHook | None = None) -> None:
         self.config = config
+        self.detection: DetectionService | None = None
+        if process is None and config.detection:
+            self.detection = detection_for(config)
+            process = self.detection.hook
         self._process = process or no_detection
         self.metrics = IngestMetrics()
         self.stopping = asyncio.Event()
@@ -98,6 +109,8 @@ class IngestService:
                 log.info("schema migrated: %s", ", ".join(f"{v:03d}" for v in applied))
         async with open_pool(config.database_url) as pool:
             await pool.wait(timeout=30)
+            if self.detection is not None:
+                await self.detection.prepare(pool)
             connected = self.metrics.broker_connected
             self.consumer = Consumer(
                 config,
@@ -130,6 +143,11 @@ class IngestService:
                     )
                     group.create_task(self._watchdog(pool), name="watchdog")
                     group.create_task(self._report(), name="report")
+                    if self.detection is not None:
+                        # Runs until the pipeline has drained, so the last batch's alerts land.
+                        group.create_task(
+                            self.detection.run(pool, self.pipeline.drained), name="detection"
+                        )
             finally:
                 if self.health is not None:
                     await self.health.stop()
@@ -182,6 +200,37 @@ class IngestService:
                 await asyncio.wait_for(self.stopping.wait(), every_s)
             if not self.stopping.is_set():
                 log.info("%s", _summary(self.stats()))
+
+
+def detection_for(config: IngestConfig) -> DetectionService:
+    """The detection service ``config`` asks for, publishing with ingest's broker account."""
+    publisher = None
+    if config.alert_topic_prefix:
+        tls = (
+            ssl.create_default_context(cafile=config.broker_ca_file)
+            if config.broker_ca_file
+            else None
+        )
+        account = BrokerAccount(
+            config.broker_host,
+            config.broker_port,
+            f"{config.client_id}-alerts",
+            config.broker_username,
+            config.broker_password,
+            tls,
+            5 if config.mqtt_protocol == "5" else 4,
+        )
+        publisher = AlertPublisher(account, config.alert_topic_prefix)
+    zone = ZoneInfo(config.city_timezone)
+    offset = datetime.now(zone).utcoffset() or timedelta(0)
+    settings = DetectionSettings(utc_offset_s=offset.total_seconds())
+    options = DetectionOptions(
+        checkpoint_every_s=config.checkpoint_every_s,
+        per_site_per_minute=config.alerts_per_site_per_minute,
+        zone=zone,
+    )
+    stage = DetectionStage(settings, scheme=config.aqi_scheme)
+    return DetectionService(stage, options=options, publisher=publisher)
 
 
 def _summary(stats: PipelineStats) -> str:

@@ -20,6 +20,7 @@ from ingest.mqtt.codec import (
     DISCONNECT_PACKET,
     PINGREQ_PACKET,
     PINGRESP,
+    PUBACK,
     SUBACK,
     Control,
     Message,
@@ -28,10 +29,12 @@ from ingest.mqtt.codec import (
     PacketReader,
     encode_connect,
     encode_pubacks,
+    encode_publish,
     encode_subscribe,
     parse_connack,
     parse_disconnect,
     parse_suback,
+    reason_text,
 )
 
 log = logging.getLogger(__name__)
@@ -180,6 +183,26 @@ class MqttClient:
         if refused or len(codes) != len(wanted):
             raise MqttError(f"subscription refused for {refused or wanted}: codes {codes}")
 
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
+    ) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK.
+
+        Raises:
+            MqttError: Refused (for instance by an ACL, on MQTT 5), or no PUBACK within ``timeout``.
+        """
+        self._next_id = self._next_id % 65_535 + 1
+        packet_id = self._next_id
+        answered = self._expect(packet_id)
+        self._write(
+            encode_publish(
+                topic, payload, qos=1, packet_id=packet_id, protocol=self.protocol, retain=retain
+            )
+        )
+        puback = await self._answer(answered, timeout, "PUBACK")
+        if self.protocol == 5 and len(puback.body) > 2 and puback.body[2] >= 0x80:
+            raise MqttError(f"publish to {topic} refused: {reason_text(puback.body[2], 5)}")
+
     def ack(self, packet_ids: Iterable[int]) -> None:
         """Acknowledge received QoS 1 messages (one write for all of them)."""
         data = encode_pubacks(packet_ids)
@@ -254,7 +277,7 @@ class MqttClient:
         kind = packet.kind
         if kind == CONNACK:
             future = self._waiting.pop(0, None)
-        elif kind == SUBACK:
+        elif kind in (SUBACK, PUBACK):
             future = self._waiting.pop(packet.body[0] << 8 | packet.body[1], None)
         elif kind == PINGRESP:
             return
@@ -263,7 +286,7 @@ class MqttClient:
                 MqttError(f"broker disconnected: {parse_disconnect(packet.body, self.protocol)}")
             )
             return
-        else:  # PUBACK, PUBREC... are answers to publishing, which this client never does
+        else:  # PUBREC... answer QoS 2, which this client never uses
             log.debug("ignoring MQTT packet type %d", kind)
             return
         if future is not None and not future.done():

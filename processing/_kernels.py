@@ -1,0 +1,813 @@
+"""Numba kernels: pure functions over per-stream state arrays, one row per sensor stream.
+
+State layout (all float64, C-contiguous, row ``r`` is one stream):
+
+- ``core[r, C_*]``: counters, the fast level and spread, CUSUMs, run lengths, rates;
+- ``slots[r, 48, 3]``: the seasonal profile, 24 hours x (weekday, weekend), each slot holding
+  level, spread (mean absolute deviation) and count;
+- ``hours[r, 24, 2]``: a ring of hourly sums and counts for the air-quality averaging periods;
+- ``conds[r, K, D_*]``: one alert condition per kind, with hysteresis and a flapping counter;
+- ``params[r, P_*]``: what the stream is (plausible range, metric code, partner, neighbours).
+
+Thresholds arrive as ``cfg`` (see :class:`processing.config.DetectionSettings`), indexed by the
+``S_*`` constants below, which follow that class's field order. Every kernel has a plain-Python
+twin in ``tests/processing/naive.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from processing.config import kernel
+
+# core fields
+C_N = 0  # finite readings learned
+C_LAST_TS = 1  # µs
+C_LAST_X = 2
+C_CADENCE = 3  # seconds between readings (learned)
+C_LEVEL = 4
+C_SPREAD = 5
+C_CUSUM_POS = 6
+C_CUSUM_NEG = 7
+C_RUN = 8  # identical consecutive readings so far
+C_RUN_START = 9  # µs
+C_REPEAT_P = 10  # how often this stream repeats a value when healthy
+C_LAST_Z = 11
+C_FILL_RATE = 12  # %/h
+C_TTF_H = 13
+C_HOUR = 14  # hour number of the newest air-quality ring slot
+C_AQ_MEAN = 15
+C_AQ_BAND = 16
+C_EXPECTED = 17
+C_SIGMA = 18
+C_NB_OFFSET = 19  # usual offset from the neighbours' median
+C_NB_SPREAD = 20
+C_NB_N = 21
+C_NB_Z = 22
+C_SCORE = 23
+C_SMOOTH = 24  # unprotected 10-minute average, what neighbours compare
+N_CORE = 25
+
+# params fields
+P_LO = 0
+P_HI = 1
+P_METRIC = 2
+P_PARTNER = 3  # row of the paired stream (speed <-> occupancy), -1 if none
+P_LEAD = 4  # 1 for the stream that speaks for its sensor (missing data)
+P_GROUP = 5  # neighbour group, -1 if none
+P_AQ_HOURS = 6
+P_AQ_TABLE = 7  # row of the band table, -1 if none
+P_ALERT_BAND = 8
+P_FLOOR = 9  # smallest meaningful change (instrument resolution)
+N_PARAMS = 10
+
+# metric codes
+M_GENERIC = 0
+M_PARTICLES = 1
+M_GAS = 2
+M_SPEED = 3
+M_OCCUPANCY = 4
+M_FILL = 5
+M_BIN_TEMPERATURE = 6
+M_COUNT = 7
+
+# condition fields
+D_ACTIVE = 0
+D_SINCE = 1  # µs the anomaly began, 0 if calm
+D_CALM = 2  # µs calm began while active, 0 if not calm
+D_FLAP = 3  # decaying count of recent openings
+D_PEAK = 4
+D_OPENED = 5  # µs of the last opening
+N_COND = 6
+
+# kinds (processing.kinds.Kind)
+K_SPIKE = 0
+K_LEVEL = 1
+K_STUCK = 2
+K_IMPOSSIBLE = 3
+K_MISSING = 4
+K_AIR = 5
+K_CONGESTION = 6
+K_OVERFLOW = 7
+K_FIRE = 8
+K_NEIGHBOUR = 9
+N_KINDS = 10
+
+# cfg fields (DetectionSettings order)
+S_WARMUP = 0
+S_LEVEL_TAU = 1
+S_SLOT_TAU = 2
+S_SLOT_WARM = 3
+S_SPIKE_Z = 4
+S_SUSTAIN_Z = 5
+S_PROTECT = 6
+S_CUSUM_K = 7
+S_CUSUM_H = 8
+S_CUSUM_CLIP = 9
+S_STUCK_RUN = 10
+S_STUCK_S = 11
+S_STUCK_RATE = 12
+S_CONG_SPEED = 13
+S_CONG_OCC = 14
+S_FILL_WARN = 15
+S_FILL_SOON_H = 16
+S_FILL_SOON_FROM = 17
+S_FIRE_C = 18
+S_FIRE_Z = 19
+S_FLAP_TAU = 20
+S_MISSING_FACTOR = 21
+S_MISSING_MIN = 22
+S_NB_Z = 23
+S_NB_MIN = 24
+S_UTC_OFFSET = 25
+
+# event columns
+E_ROW = 0
+E_KIND = 1
+E_OPEN = 2  # 1 opened, 0 resolved
+E_TS = 3
+E_SCORE = 4
+E_VALUE = 5
+E_EXPECTED = 6
+E_SIGMA = 7
+N_EVENT = 8
+
+N_SLOTS = 48
+US = 1_000_000.0
+MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution -> its sigma
+
+
+@kernel
+def slot_of(ts_us: float, utc_offset_s: float) -> int:
+    """Seasonal slot: local hour of day, plus 24 on Saturdays and Sundays."""
+    seconds = math.floor(ts_us / US) + utc_offset_s
+    hour = int(seconds // 3600) % 24
+    weekday = int(seconds // 86400 + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return hour + (24 if weekday >= 5 else 0)
+
+
+@kernel
+def squash(z: float, half: float) -> float:
+    """Map a non-negative strength to [0, 1), reaching 0.5 at ``half``."""
+    z2 = z * z
+    return z2 / (z2 + half * half)
+
+
+@kernel
+def baseline_step(
+    core: np.ndarray,
+    slots: np.ndarray,
+    params: np.ndarray,
+    cfg: np.ndarray,
+    r: int,
+    ts: float,
+    x: float,
+) -> float:
+    """Score one finite reading against the stream's seasonal baseline, then learn from it.
+
+    Returns the robust z-score (0 during warm-up). Stores expectation and sigma in ``core``.
+    """
+    n = core[r, C_N]
+    s = slot_of(ts, cfg[S_UTC_OFFSET])
+    if n == 0:
+        core[r, C_LEVEL] = x
+        core[r, C_SPREAD] = 0.0
+    level = core[r, C_LEVEL]
+    spread = core[r, C_SPREAD]
+    count = slots[r, s, 2]
+    if count >= cfg[S_SLOT_WARM]:
+        expected = slots[r, s, 0]
+        typical = slots[r, s, 1]
+    else:
+        expected = level
+        typical = spread
+    floor = params[r, P_FLOOR] + 0.01 * abs(expected)
+    sigma = max(MAD_TO_SIGMA * typical, floor)
+    z = (x - expected) / sigma
+    warm = n >= cfg[S_WARMUP]
+
+    # Learn: running mean at first, then an exponential window of level_tau; beyond
+    # sustain_z the reading is probably the anomaly, so it barely teaches.
+    cadence = core[r, C_CADENCE]
+    weight = cfg[S_PROTECT] if warm and abs(z) > cfg[S_SUSTAIN_Z] else 1.0
+    a = max(1.0 / (n + 1.0), min(0.5, cadence / cfg[S_LEVEL_TAU])) * weight
+    g_sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.01 * abs(level))
+    d = x - level
+    if warm:
+        d = min(max(d, -3.0 * g_sigma), 3.0 * g_sigma)
+    core[r, C_LEVEL] = level + a * d
+    core[r, C_SPREAD] = spread + a * (abs(d) - spread)
+
+    s_level = slots[r, s, 0]
+    s_spread = slots[r, s, 1]
+    if count == 0:
+        s_level = x
+        s_spread = spread
+    b = max(1.0 / (count + 1.0), min(0.5, cadence / cfg[S_SLOT_TAU])) * weight
+    s_sigma = max(MAD_TO_SIGMA * s_spread, params[r, P_FLOOR] + 0.01 * abs(s_level))
+    sd = x - s_level
+    if count >= cfg[S_SLOT_WARM]:
+        sd = min(max(sd, -3.0 * s_sigma), 3.0 * s_sigma)
+    slots[r, s, 0] = s_level + b * sd
+    slots[r, s, 1] = s_spread + b * (abs(sd) - s_spread)
+    slots[r, s, 2] = count + 1.0
+
+    core[r, C_N] = n + 1.0
+    core[r, C_EXPECTED] = expected
+    core[r, C_SIGMA] = sigma
+    return z if warm else 0.0
+
+
+@kernel
+def baseline_kernel(
+    rows: np.ndarray,
+    ts_us: np.ndarray,
+    values: np.ndarray,
+    core: np.ndarray,
+    slots: np.ndarray,
+    params: np.ndarray,
+    cfg: np.ndarray,
+    out_z: np.ndarray,
+) -> None:
+    """The main detector alone: seasonal robust z-scores for a batch, learning as it goes.
+
+    Non-finite values score NaN and teach nothing.
+    """
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        x = values[i]
+        if not math.isfinite(x):
+            out_z[i] = math.nan
+            continue
+        ts = float(ts_us[i])
+        last = core[r, C_LAST_TS]
+        if core[r, C_N] > 0 and ts > last:
+            gap = (ts - last) / US
+            cadence = core[r, C_CADENCE]
+            cadence = gap if cadence == 0 else cadence + 0.05 * (min(gap, 10 * cadence) - cadence)
+            core[r, C_CADENCE] = cadence
+        out_z[i] = baseline_step(core, slots, params, cfg, r, ts, x)
+        if ts > last:
+            core[r, C_LAST_TS] = ts
+        core[r, C_LAST_X] = x
+
+
+@kernel
+def condition_step(
+    conds: np.ndarray,
+    events: np.ndarray,
+    n_events: int,
+    r: int,
+    k: int,
+    ts: float,
+    trigger: bool,
+    sustain: bool,
+    score: float,
+    value: float,
+    expected: float,
+    sigma: float,
+    min_s: float,
+    quiet_s: float,
+    flap_tau_s: float,
+) -> int:
+    """Advance one alert condition; append an open or resolve event. Returns the event count.
+
+    Opening needs ``trigger`` for ``min_s``; resolving needs ``sustain`` to be false for
+    ``quiet_s``, stretched while the condition flaps (opened repeatedly within ``flap_tau_s``).
+    """
+    active = conds[r, k, D_ACTIVE] > 0
+    anomalous = sustain if active else trigger
+    if anomalous:
+        if conds[r, k, D_SINCE] == 0:
+            conds[r, k, D_SINCE] = ts
+        conds[r, k, D_CALM] = 0.0
+        if score > conds[r, k, D_PEAK]:
+            conds[r, k, D_PEAK] = score
+        if not active and ts - conds[r, k, D_SINCE] >= min_s * US:
+            opened = conds[r, k, D_OPENED]
+            decay = math.exp(-(ts - opened) / (flap_tau_s * US)) if opened > 0 else 0.0
+            conds[r, k, D_FLAP] = conds[r, k, D_FLAP] * decay + 1.0
+            conds[r, k, D_ACTIVE] = 1.0
+            conds[r, k, D_OPENED] = ts
+            _emit(events, n_events, r, k, 1.0, ts, conds[r, k, D_PEAK], value, expected, sigma)
+            return n_events + 1
+        return n_events
+    if not active:
+        conds[r, k, D_SINCE] = 0.0
+        conds[r, k, D_PEAK] = 0.0
+        return n_events
+    if conds[r, k, D_CALM] == 0:
+        conds[r, k, D_CALM] = ts
+    hold = quiet_s * (1.0 + 2.0 * max(conds[r, k, D_FLAP] - 1.0, 0.0))
+    if ts - conds[r, k, D_CALM] >= hold * US:
+        peak = conds[r, k, D_PEAK]
+        conds[r, k, D_ACTIVE] = 0.0
+        conds[r, k, D_SINCE] = 0.0
+        conds[r, k, D_CALM] = 0.0
+        conds[r, k, D_PEAK] = 0.0
+        _emit(events, n_events, r, k, 0.0, ts, peak, value, expected, sigma)
+        return n_events + 1
+    return n_events
+
+
+@kernel
+def _emit(
+    events: np.ndarray,
+    i: int,
+    r: int,
+    k: int,
+    opened: float,
+    ts: float,
+    score: float,
+    value: float,
+    expected: float,
+    sigma: float,
+) -> None:
+    events[i, E_ROW] = r
+    events[i, E_KIND] = k
+    events[i, E_OPEN] = opened
+    events[i, E_TS] = ts
+    events[i, E_SCORE] = score
+    events[i, E_VALUE] = value
+    events[i, E_EXPECTED] = expected
+    events[i, E_SIGMA] = sigma
+
+
+@kernel
+def air_quality_step(
+    core: np.ndarray,
+    hours: np.ndarray,
+    params: np.ndarray,
+    bands: np.ndarray,
+    r: int,
+    ts: float,
+    x: float,
+    rounds: bool,
+) -> float:
+    """Add a reading to the hourly ring; return the band of the running mean (0 if unknown)."""
+    hour = math.floor(ts / (3600 * US))
+    newest = core[r, C_HOUR]
+    if hour > newest:
+        steps = min(hour - newest, 24.0)
+        for j in range(int(steps)):
+            h = int(newest + 1 + j) % 24
+            hours[r, h, 0] = 0.0
+            hours[r, h, 1] = 0.0
+        core[r, C_HOUR] = hour
+        newest = hour
+    if hour > newest - 24:
+        h = int(hour) % 24
+        hours[r, h, 0] += x
+        hours[r, h, 1] += 1.0
+    span = int(params[r, P_AQ_HOURS])
+    total = 0.0
+    have = 0
+    for j in range(span):
+        h = int(newest - j) % 24
+        if hours[r, h, 1] > 0:
+            total += hours[r, h, 0] / hours[r, h, 1]
+            have += 1
+    # The official rules want three quarters of the period covered (and the current hour).
+    if have == 0 or have < 0.75 * span:
+        core[r, C_AQ_MEAN] = math.nan
+        core[r, C_AQ_BAND] = 0.0
+        return 0.0
+    mean = total / have
+    core[r, C_AQ_MEAN] = mean
+    value = math.floor(mean + 0.5) if rounds else mean
+    table = int(params[r, P_AQ_TABLE])
+    band = 0
+    for j in range(bands.shape[1]):
+        if value >= bands[table, j]:
+            band = j + 1
+    core[r, C_AQ_BAND] = band
+    return float(band)
+
+
+@kernel
+def stage_kernel(
+    rows: np.ndarray,
+    ts_us: np.ndarray,
+    values: np.ndarray,
+    start: int,
+    core: np.ndarray,
+    slots: np.ndarray,
+    hours: np.ndarray,
+    conds: np.ndarray,
+    params: np.ndarray,
+    cfg: np.ndarray,
+    bands: np.ndarray,
+    aq_rounds: bool,
+    min_s: np.ndarray,
+    quiet_s: np.ndarray,
+    out_score: np.ndarray,
+    events: np.ndarray,
+) -> tuple[int, int]:
+    """Every per-reading detector and the alert conditions, fused into one pass.
+
+    Processes readings from ``start`` until the end or until ``events`` is nearly full, and
+    returns (next reading index, events written); the caller drains events and calls again.
+    """
+    n_events = 0
+    capacity = events.shape[0] - N_KINDS
+    flap_tau = cfg[S_FLAP_TAU]
+    i = start
+    while i < rows.shape[0]:
+        if n_events >= capacity:
+            break
+        r = rows[i]
+        ts = float(ts_us[i])
+        x = values[i]
+        i += 1
+        metric = int(params[r, P_METRIC])
+        if conds[r, K_MISSING, D_ACTIVE] > 0:  # data again: the gap is over
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_MISSING,
+                ts,
+                False,
+                False,
+                0.0,
+                x,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                flap_tau,
+            )
+
+        impossible = not (math.isfinite(x) and params[r, P_LO] <= x <= params[r, P_HI])
+        n_events = condition_step(
+            conds,
+            events,
+            n_events,
+            r,
+            K_IMPOSSIBLE,
+            ts,
+            impossible,
+            impossible,
+            1.0 if impossible else 0.0,
+            x,
+            params[r, P_LO],
+            params[r, P_HI],
+            min_s[K_IMPOSSIBLE],
+            quiet_s[K_IMPOSSIBLE],
+            flap_tau,
+        )
+        last = core[r, C_LAST_TS]
+        n = core[r, C_N]
+        if impossible:
+            out_score[i - 1] = 1.0
+            if ts > last:
+                core[r, C_LAST_TS] = ts
+            continue
+
+        # Cadence, and the run of identical values (before the baseline moves on).
+        fresh = ts > last
+        if n > 0 and fresh:
+            gap = (ts - last) / US
+            cadence = core[r, C_CADENCE]
+            cadence = gap if cadence == 0 else cadence + 0.05 * (min(gap, 10 * cadence) - cadence)
+            core[r, C_CADENCE] = cadence
+        same = n > 0 and x == core[r, C_LAST_X]
+        if same:
+            core[r, C_RUN] += 1.0
+        else:
+            core[r, C_RUN] = 1.0
+            core[r, C_RUN_START] = ts
+        run = core[r, C_RUN]
+        p = core[r, C_REPEAT_P]
+        need = cfg[S_STUCK_RUN]
+        if p > 0.95:
+            need = math.inf  # a stream that rarely changes cannot be told stuck by repetition
+        elif p > 1e-3:
+            need = max(need, math.log(cfg[S_STUCK_RATE]) / math.log(p))
+        if run < need and n > 0:
+            p += max(1.0 / (n + 1.0), 0.01) * ((1.0 if same else 0.0) - p)
+            core[r, C_REPEAT_P] = p
+        warm = n >= cfg[S_WARMUP]
+        stuck = warm and run >= need and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
+        stuck_score = squash(run / need, 1.0) if run >= cfg[S_STUCK_RUN] and warm else 0.0
+
+        # Bins: a big drop is a collection round, not an anomaly; the level restarts there.
+        collected = False
+        if metric == M_FILL and n > 0 and fresh and x - core[r, C_LAST_X] < -15.0:
+            collected = True
+            core[r, C_LEVEL] = x
+            core[r, C_FILL_RATE] = 0.0
+            core[r, C_CUSUM_POS] = 0.0
+            core[r, C_CUSUM_NEG] = 0.0
+
+        previous_level = core[r, C_LEVEL]
+        z = baseline_step(core, slots, params, cfg, r, ts, x)
+        smooth_a = max(1.0 / (n + 1.0), min(1.0, core[r, C_CADENCE] / 600.0))
+        core[r, C_SMOOTH] = x if n == 0 else core[r, C_SMOOTH] + smooth_a * (x - core[r, C_SMOOTH])
+        expected = core[r, C_EXPECTED]
+        sigma = core[r, C_SIGMA]
+        zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
+        h = cfg[S_CUSUM_H]
+        cp = min(max(0.0, core[r, C_CUSUM_POS] + zc - cfg[S_CUSUM_K]), 3.0 * h)
+        cn = min(max(0.0, core[r, C_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), 3.0 * h)
+        core[r, C_CUSUM_POS] = cp
+        core[r, C_CUSUM_NEG] = cn
+        shift = max(cp, cn)
+
+        # Congestion: speed well below the usual for the hour while the lane is full.
+        congested = False
+        congestion_pending = False
+        partner = int(params[r, P_PARTNER])
+        if metric == M_SPEED and partner >= 0:
+            near = abs(core[partner, C_LAST_TS] - ts) <= 3.0 * core[r, C_CADENCE] * US + US
+            occ_z = core[partner, C_LAST_Z]
+            full = near and (occ_z >= cfg[S_CONG_OCC] or core[partner, C_LAST_X] >= 60.0)
+            half = near and (occ_z >= cfg[S_CONG_OCC] / 2 or core[partner, C_LAST_X] >= 45.0)
+            congested = warm and z <= cfg[S_CONG_SPEED] and full
+            keep = warm and z <= cfg[S_CONG_SPEED] / 2 and half
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_CONGESTION,
+                ts,
+                congested,
+                keep,
+                squash(-z, 3.0) if congested else 0.0,
+                x,
+                expected,
+                sigma,
+                min_s[K_CONGESTION],
+                quiet_s[K_CONGESTION],
+                flap_tau,
+            )
+            congestion_pending = conds[r, K_CONGESTION, D_SINCE] > 0
+        elif metric == M_OCCUPANCY and partner >= 0:
+            congestion_pending = conds[partner, K_CONGESTION, D_SINCE] > 0
+
+        statistical = metric != M_FILL and not collected and not congestion_pending
+        level_active = conds[r, K_LEVEL, D_ACTIVE] > 0
+        spike_score = squash(abs(z), 4.5) if statistical else 0.0
+        n_events = condition_step(
+            conds,
+            events,
+            n_events,
+            r,
+            K_SPIKE,
+            ts,
+            statistical and not level_active and abs(z) >= cfg[S_SPIKE_Z],
+            abs(z) >= cfg[S_SUSTAIN_Z],
+            spike_score,
+            x,
+            expected,
+            sigma,
+            min_s[K_SPIKE],
+            quiet_s[K_SPIKE],
+            flap_tau,
+        )
+        shift_score = squash(shift, h) if statistical else 0.0
+        n_events = condition_step(
+            conds,
+            events,
+            n_events,
+            r,
+            K_LEVEL,
+            ts,
+            statistical and shift >= h,
+            shift >= h / 4,
+            shift_score,
+            x,
+            previous_level,
+            sigma,
+            min_s[K_LEVEL],
+            quiet_s[K_LEVEL],
+            flap_tau,
+        )
+        n_events = condition_step(
+            conds,
+            events,
+            n_events,
+            r,
+            K_STUCK,
+            ts,
+            stuck,
+            same,
+            stuck_score,
+            x,
+            (ts - core[r, C_RUN_START]) / US,
+            run,
+            min_s[K_STUCK],
+            quiet_s[K_STUCK],
+            flap_tau,
+        )
+
+        if metric == M_FILL:
+            if n > 0 and fresh and not collected:
+                dt_h = (ts - last) / (3600 * US)
+                slope = (core[r, C_LEVEL] - previous_level) / dt_h if dt_h > 0 else 0.0
+                a = min(1.0, dt_h)
+                core[r, C_FILL_RATE] += a * (slope - core[r, C_FILL_RATE])
+            rate = core[r, C_FILL_RATE]
+            lag_h = cfg[S_LEVEL_TAU] / 3600.0
+            fill = max(x, core[r, C_LEVEL] + max(rate, 0.0) * lag_h)
+            ttf = (100.0 - fill) / rate if rate > 0.1 else math.inf
+            core[r, C_TTF_H] = max(ttf, 0.0)
+            soon = fill >= cfg[S_FILL_SOON_FROM] and ttf <= cfg[S_FILL_SOON_H]
+            over = x >= cfg[S_FILL_WARN] or soon
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_OVERFLOW,
+                ts,
+                over,
+                x >= cfg[S_FILL_WARN] - 10 or (soon and ttf <= 2 * cfg[S_FILL_SOON_H]),
+                max(squash(x / cfg[S_FILL_WARN], 1.0), 0.9 if soon else 0.0),
+                x,
+                rate,
+                ttf,
+                min_s[K_OVERFLOW],
+                quiet_s[K_OVERFLOW],
+                flap_tau,
+            )
+        elif metric == M_BIN_TEMPERATURE:
+            hot = x >= cfg[S_FIRE_C] or (warm and z >= cfg[S_FIRE_Z] and x >= 40.0)
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_FIRE,
+                ts,
+                hot,
+                x >= cfg[S_FIRE_C] - 10 or (warm and z >= cfg[S_SUSTAIN_Z] and x >= 30.0),
+                1.0 if hot else 0.0,
+                x,
+                expected,
+                sigma,
+                min_s[K_FIRE],
+                quiet_s[K_FIRE],
+                flap_tau,
+            )
+        if params[r, P_AQ_TABLE] >= 0:
+            band = air_quality_step(core, hours, params, bands, r, ts, x, aq_rounds)
+            table = int(params[r, P_AQ_TABLE])
+            top = 0
+            for j in range(bands.shape[1]):
+                if math.isfinite(bands[table, j]):
+                    top = j + 1
+            alert_band = params[r, P_ALERT_BAND]
+            above = band - alert_band + 1.0
+            aq_score = min(1.0, 0.5 + 0.5 * above / (top - alert_band + 1.0)) if above > 0 else 0.0
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_AIR,
+                ts,
+                band >= alert_band,
+                band >= alert_band - 1,
+                aq_score,
+                core[r, C_AQ_MEAN],
+                band,
+                alert_band,
+                min_s[K_AIR],
+                quiet_s[K_AIR],
+                flap_tau,
+            )
+
+        core[r, C_LAST_Z] = z
+        score = max(spike_score, shift_score, stuck_score)
+        core[r, C_SCORE] = score
+        out_score[i - 1] = score
+        if fresh:
+            core[r, C_LAST_TS] = ts
+        core[r, C_LAST_X] = x
+    return i, n_events
+
+
+@kernel
+def missing_kernel(
+    core: np.ndarray,
+    conds: np.ndarray,
+    params: np.ndarray,
+    cfg: np.ndarray,
+    now_us: float,
+    since_us: float,
+    events: np.ndarray,
+) -> int:
+    """Open a missing-data condition for each sensor silent for longer than its cadence allows.
+
+    ``since_us`` is when this process started watching: silence before it is not counted, so a
+    restart does not accuse every sensor at once. Returns the number of events written.
+    """
+    n_events = 0
+    for r in range(core.shape[0]):
+        if params[r, P_LEAD] <= 0 or core[r, C_N] < 2 or core[r, C_CADENCE] <= 0:
+            continue
+        if n_events >= events.shape[0]:
+            break
+        cadence = core[r, C_CADENCE]
+        limit = max(cfg[S_MISSING_FACTOR] * cadence, cfg[S_MISSING_MIN])
+        gap = (now_us - max(core[r, C_LAST_TS], since_us)) / US
+        silent = gap > limit
+        n_events = condition_step(
+            conds,
+            events,
+            n_events,
+            r,
+            K_MISSING,
+            now_us,
+            silent,
+            silent,
+            squash(gap / limit, 1.0) if silent else 0.0,
+            gap,
+            cadence,
+            limit,
+            0.0,
+            0.0,
+            cfg[S_FLAP_TAU],
+        )
+    return n_events
+
+
+@kernel
+def neighbour_kernel(
+    core: np.ndarray,
+    conds: np.ndarray,
+    params: np.ndarray,
+    cfg: np.ndarray,
+    now_us: float,
+    members: np.ndarray,
+    starts: np.ndarray,
+    min_s: float,
+    quiet_s: float,
+    events: np.ndarray,
+) -> int:
+    """Compare each stream's recent average with its neighbours' median, against its usual offset.
+
+    ``members[starts[g]:starts[g + 1]]`` are the rows of neighbour group ``g`` (same kind,
+    nearby). Groups with fewer than ``neighbour_min_members`` fresh members are skipped.
+    """
+    n_events = 0
+    scratch = np.empty(members.shape[0])
+    fresh_rows = np.empty(members.shape[0], dtype=np.int64)
+    for g in range(starts.shape[0] - 1):
+        if n_events >= events.shape[0] - (starts[g + 1] - starts[g]):
+            break
+        m = 0
+        for j in range(starts[g], starts[g + 1]):
+            r = members[j]
+            cadence = core[r, C_CADENCE]
+            if core[r, C_N] < cfg[S_WARMUP] or cadence <= 0:
+                continue
+            if now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US:
+                continue
+            scratch[m] = core[r, C_SMOOTH]
+            fresh_rows[m] = r
+            m += 1
+        if m < cfg[S_NB_MIN]:
+            continue
+        median = np.median(scratch[:m])
+        for j in range(m):
+            r = fresh_rows[j]
+            offset = scratch[j] - median
+            seen = core[r, C_NB_N]
+            usual = core[r, C_NB_OFFSET]
+            spread = core[r, C_NB_SPREAD]
+            sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.05 * abs(median))
+            z = (offset - usual) / sigma if seen > 0 else 0.0
+            warm = seen >= cfg[S_WARMUP]
+            weight = cfg[S_PROTECT] if warm and abs(z) > cfg[S_NB_Z] / 2 else 1.0
+            a = max(1.0 / (seen + 1.0), 0.02) * weight
+            if seen == 0:
+                usual = offset
+            core[r, C_NB_OFFSET] = usual + a * (offset - usual)
+            core[r, C_NB_SPREAD] = spread + a * (abs(offset - usual) - spread)
+            core[r, C_NB_N] = seen + 1.0
+            core[r, C_NB_Z] = z if warm else 0.0
+            trigger = warm and abs(z) >= cfg[S_NB_Z]
+            n_events = condition_step(
+                conds,
+                events,
+                n_events,
+                r,
+                K_NEIGHBOUR,
+                now_us,
+                trigger,
+                warm and abs(z) >= cfg[S_NB_Z] / 2,
+                squash(abs(z), cfg[S_NB_Z]) if warm else 0.0,
+                scratch[j],
+                median + usual,
+                sigma,
+                min_s,
+                quiet_s,
+                cfg[S_FLAP_TAU],
+            )
+    return n_events

@@ -1,0 +1,112 @@
+"""Numba options and the detection thresholds, each in one place.
+
+Kernels take their thresholds as a float64 array (:meth:`DetectionSettings.as_array`) so they stay
+pure functions of arrays; the class gives each number a name, a unit and a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Final, TypeVar, cast
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+# Every kernel compiles with these: nogil so ingest's event loop thread can run while a batch is
+# scored, the cache so a restart does not pay the compile again. NUMBA_DISABLE_JIT=1 turns the
+# kernels into plain Python for coverage and debugging.
+JIT_OPTIONS: Final[dict[str, bool]] = {
+    "nogil": True,
+    "cache": os.environ.get("CITY_NUMBA_CACHE", "1") != "0",
+    "fastmath": False,
+    "boundscheck": False,
+}
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def kernel(function: F) -> F:
+    """Compile ``function`` with :data:`JIT_OPTIONS` (a no-op under ``NUMBA_DISABLE_JIT=1``)."""
+    options = JIT_OPTIONS
+    compiled = numba.njit(
+        nogil=options["nogil"],
+        cache=options["cache"],
+        fastmath=options["fastmath"],
+        boundscheck=options["boundscheck"],
+    )(function)
+    return cast(F, compiled)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionSettings:
+    """Thresholds and time constants of every detector.
+
+    Attributes:
+        warmup_readings: Readings a new stream learns from before its scores leave 0.
+        level_tau_s: Time constant of the fast level and spread, seconds.
+        slot_tau_s: Time constant of each hour-of-day slot of the seasonal profile, seconds of
+            readings falling in that slot (so about three visits of the slot).
+        slot_warm: Readings a slot needs before it replaces the fast level as the expectation.
+        spike_z: Robust z-score that opens a spike.
+        sustain_z: Robust z-score below which an anomaly counts as calm again (hysteresis).
+        protect: Learning weight for readings beyond ``sustain_z``, so faults are not learned.
+        cusum_k: CUSUM allowance, in robust sigmas.
+        cusum_h: CUSUM decision level for a level shift or drift.
+        cusum_clip: Largest z one reading adds to the CUSUM, so one spike is not a shift.
+        stuck_min_run: Fewest identical consecutive readings that can be "stuck".
+        stuck_min_s: Shortest stuck period, seconds.
+        stuck_false_rate: Chance of an innocent run, from which the run length needed is derived
+            using each stream's own rate of repeated values.
+        congestion_speed_z: Speed z-score (negative) that, with high occupancy, is congestion.
+        congestion_occupancy_z: Occupancy z-score that, with low speed, is congestion.
+        fill_warn: Fill level (%) that warns of overflow.
+        fill_soon_h: Time-to-full (hours) that warns of overflow from ``fill_soon_from`` up.
+        fill_soon_from: Fill level (%) from which time-to-full is trusted.
+        fire_c: Bin temperature (°C) that is a fire risk on its own.
+        fire_z: Bin temperature z-score that is a fire risk above 40 °C.
+        flap_tau_s: Half-life of the flapping counter, seconds.
+        missing_factor: A gap longer than this many learned intervals is missing data.
+        missing_min_s: Shortest gap that is missing data, seconds.
+        neighbour_z: Disagreement with the neighbours' median, in robust sigmas of the usual offset.
+        neighbour_min_members: Fewest fresh neighbours of the same kind for the spatial check.
+        utc_offset_s: The city's offset from UTC, for hour-of-day slots and sentences.
+    """
+
+    warmup_readings: float = 30
+    level_tau_s: float = 1800
+    slot_tau_s: float = 10800
+    slot_warm: float = 3
+    spike_z: float = 6.0
+    sustain_z: float = 3.0
+    protect: float = 0.05
+    cusum_k: float = 0.75
+    cusum_h: float = 12.0
+    cusum_clip: float = 4.0
+    stuck_min_run: float = 5
+    stuck_min_s: float = 200
+    stuck_false_rate: float = 1e-6
+    congestion_speed_z: float = -3.0
+    congestion_occupancy_z: float = 2.5
+    fill_warn: float = 90.0
+    fill_soon_h: float = 1.0
+    fill_soon_from: float = 70.0
+    fire_c: float = 60.0
+    fire_z: float = 8.0
+    flap_tau_s: float = 3600
+    missing_factor: float = 5.0
+    missing_min_s: float = 120
+    neighbour_z: float = 6.0
+    neighbour_min_members: float = 4
+    utc_offset_s: float = 0.0
+
+    def as_array(self) -> NDArray[np.float64]:
+        """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""
+        return np.array([float(v) for v in asdict(self).values()], dtype=np.float64)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Field names in array order."""
+        return tuple(f.name for f in fields(cls))

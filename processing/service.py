@@ -1,0 +1,197 @@
+"""Detection inside an ingest worker: an inline hook, and a task turning transitions into alerts.
+
+:class:`DetectionService` owns a :class:`~processing.stage.DetectionStage`. Ingest calls the stage
+with every committed batch; :meth:`DetectionService.run` then, about once a second, learns what new
+streams are, runs the time-driven checks, writes alert openings and resolutions (holding back what
+the district rate limit defers), publishes the outbox, and checkpoints changed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from ingest.mqtt import MqttError
+from processing.alerts import AlertStore, Opening, Pool
+from processing.explain import DEFAULT_ZONE, explain
+from processing.kinds import Kind, severity
+from processing.publish import AlertPublisher
+from processing.stage import DetectionStage, Event
+from processing.streams import StreamInfo
+
+log = logging.getLogger(__name__)
+
+_DESCRIBE = (
+    "SELECT s.stream_id, s.device_id, s.sensor, s.metric, s.unit, d.family, d.site"
+    " FROM streams s JOIN devices d USING (device_id)"
+)
+_SAVE = (
+    "INSERT INTO detector_state (stream_id, state, saved_at) VALUES (%s, %s, now())"
+    " ON CONFLICT (stream_id) DO UPDATE SET state = excluded.state, saved_at = now()"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionOptions:
+    """How often the service does its periodic work, and its limits."""
+
+    tick_s: float = 1.0
+    sweep_every_s: float = 10.0
+    checkpoint_every_s: float = 300.0
+    per_site_per_minute: int = 30
+    zone: tzinfo = DEFAULT_ZONE
+
+
+class DetectionService:
+    """Anomaly detection and alerting for one ingest worker.
+
+    Args:
+        stage: The detectors.
+        options: Periods and limits.
+        publisher: Sends alert changes on MQTT; None keeps them in the database only.
+    """
+
+    def __init__(
+        self,
+        stage: DetectionStage | None = None,
+        *,
+        options: DetectionOptions | None = None,
+        publisher: AlertPublisher | None = None,
+    ) -> None:
+        self.stage = stage or DetectionStage()
+        self.options = options or DetectionOptions()
+        self.publisher = publisher
+        self.started = datetime.now(UTC)
+        self._deferred: dict[tuple[int, Kind], Event] = {}
+        self.opened = 0
+        self.resolved = 0
+        self.deferred = 0
+
+    @property
+    def hook(self) -> DetectionStage:
+        """What ingest calls with each committed batch."""
+        return self.stage
+
+    async def prepare(self, pool: Pool) -> int:
+        """Learn every registered stream and restore checkpointed state; call before ingesting.
+
+        Returns the number of streams whose state was restored.
+        """
+        await self._describe(pool, None)
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT stream_id, state FROM detector_state")
+            rows = await cursor.fetchall()
+        saved = [(int(str(row[0])), bytes(row[1])) for row in rows]  # type: ignore[call-overload]
+        restored = self.stage.restore(saved)
+        self.stage.take_dirty()  # restored state is already saved
+        self.started = datetime.now(UTC)
+        log.info(
+            "detection ready: %d streams described, %d restored", len(self.stage.infos), restored
+        )
+        return restored
+
+    async def run(self, pool: Pool, stopping: asyncio.Event) -> None:
+        """Until ``stopping``: alerts from transitions, sweeps, publication, checkpoints."""
+        store = AlertStore(pool, per_site_per_minute=self.options.per_site_per_minute)
+        options = self.options
+        next_sweep = time.monotonic() + options.sweep_every_s
+        next_checkpoint = time.monotonic() + options.checkpoint_every_s
+        while not stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), options.tick_s)
+            try:
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + options.sweep_every_s
+                    self.stage.sweep(datetime.now(UTC), since=self.started)
+                await self.step(pool, store)
+                if now >= next_checkpoint:
+                    next_checkpoint = now + options.checkpoint_every_s
+                    await self.checkpoint(pool)
+            except Exception:  # the database or broker is away; ingest reports that itself
+                log.exception("detection could not write alerts; retrying")
+        with suppress(Exception):
+            await self.step(pool, store)
+            await self.checkpoint(pool)
+        if self.publisher is not None:
+            await self.publisher.close()
+
+    async def step(self, pool: Pool, store: AlertStore) -> None:
+        """Write the stage's transitions as alerts, retry deferred ones, publish the outbox."""
+        unknown = [s for s in self.stage.stream_ids() if s not in self.stage.infos]
+        if unknown:
+            await self._describe(pool, unknown)
+        pending = list(self._deferred.values())
+        self._deferred.clear()
+        # A deferred opening is still wanted only while its condition lasts.
+        pending = [e for e in pending if self.stage.active(e.stream_id, e.kind)]
+        for event in pending + self.stage.drain():
+            await self._apply(store, event)
+        if self.publisher is not None:
+            try:
+                while await self.publisher.publish_pending(pool) > 0:
+                    pass
+            except MqttError as exc:
+                log.warning("alerts not published yet: %s", exc)
+
+    async def _apply(self, store: AlertStore, event: Event) -> None:
+        info = self.stage.infos.get(event.stream_id)
+        if info is None:
+            log.warning("alert on unregistered stream %d dropped", event.stream_id)
+            return
+        message = explain(event, info, zone=self.options.zone, scheme=self.stage.scheme)
+        if not event.opened:
+            if self._deferred.pop((event.stream_id, event.kind), None) is None:
+                resolved = await store.resolve_condition(
+                    event.stream_id, event.kind.slug, f"back to normal: {message}"
+                )
+                self.resolved += resolved is not None
+            return
+        outcome, _ = await store.open(
+            Opening(
+                event.stream_id,
+                info.device,
+                info.site,
+                event.kind.slug,
+                severity(event.kind, event.score),
+                message,
+                event.score,
+                event.value,
+                event.at,
+            )
+        )
+        if outcome == "deferred":
+            self.deferred += 1
+            self._deferred[event.stream_id, event.kind] = event
+        elif outcome == "opened":
+            self.opened += 1
+
+    async def checkpoint(self, pool: Pool) -> int:
+        """Save every changed stream's state; returns how many rows were written."""
+        rows = self.stage.take_dirty()
+        rows = [(s, blob) for s, blob in rows if s in self.stage.infos]
+        if not rows:
+            return 0
+        async with pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.executemany(_SAVE, rows)
+        return len(rows)
+
+    async def _describe(self, pool: Pool, stream_ids: list[int] | None) -> None:
+        async with pool.connection() as conn:
+            if stream_ids is None:
+                cursor = await conn.execute(_DESCRIBE)
+            else:
+                cursor = await conn.execute(
+                    _DESCRIBE + " WHERE s.stream_id = ANY(%s)", (stream_ids,)
+                )
+            rows = await cursor.fetchall()
+        self.stage.describe(
+            StreamInfo(
+                int(str(r[0])), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6])
+            )
+            for r in rows
+        )

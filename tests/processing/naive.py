@@ -1,0 +1,209 @@
+"""Plain-Python references for the numba kernels: one object per stream, readable before fast.
+
+They follow the same definitions as ``processing._kernels`` (documented there and in
+``docs/detection.md``) but are written independently, per stream and per reading, so a
+disagreement points at a bug in one of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from processing.config import DetectionSettings
+from processing.kinds import MIN_DURATION_S, QUIET_S, Kind
+
+SIGMA_PER_MAD = 1.2533
+
+
+def seasonal_slot(ts_us: int, utc_offset_s: float = 0.0) -> int:
+    """Local hour of day, plus 24 at weekends."""
+    seconds = math.floor(ts_us / 1e6) + utc_offset_s
+    hour = int(seconds // 3600) % 24
+    weekday = (int(seconds // 86400) + 3) % 7
+    return hour + 24 * (weekday >= 5)
+
+
+@dataclass
+class Ewm:
+    """A robust exponentially weighted level and mean absolute deviation."""
+
+    level: float = 0.0
+    spread: float = 0.0
+    count: int = 0
+
+
+@dataclass
+class Condition:
+    """One alert condition with hysteresis."""
+
+    active: bool = False
+    since: float = 0.0
+    calm: float = 0.0
+    flap: float = 0.0
+    peak: float = 0.0
+    opened: float = 0.0
+
+
+@dataclass
+class NaiveStream:
+    """Every per-reading detector of one generic stream (no domain rules), reading by reading."""
+
+    settings: DetectionSettings = field(default_factory=DetectionSettings)
+    floor: float = 1e-9
+    low: float = -math.inf
+    high: float = math.inf
+    n: int = 0
+    last_ts: float = 0.0
+    last_x: float = 0.0
+    cadence: float = 0.0
+    fast: Ewm = field(default_factory=Ewm)
+    slots: dict[int, Ewm] = field(default_factory=dict)
+    up: float = 0.0
+    down: float = 0.0
+    run: int = 0
+    run_start: float = 0.0
+    repeat_p: float = 0.0
+    conditions: dict[Kind, Condition] = field(default_factory=dict)
+    events: list[tuple[Kind, bool, float]] = field(default_factory=list)
+
+    def _sigma(self, spread: float, level: float) -> float:
+        return max(SIGMA_PER_MAD * spread, self.floor + 0.01 * abs(level))
+
+    def baseline(self, ts: float, x: float) -> float:
+        """Score against the seasonal slot (or the fast level while the slot is young), learn."""
+        cfg = self.settings
+        slot = self.slots.setdefault(seasonal_slot(int(ts), cfg.utc_offset_s), Ewm())
+        if self.n == 0:
+            self.fast = Ewm(x, 0.0)
+        reference = slot if slot.count >= cfg.slot_warm else self.fast
+        z = (x - reference.level) / self._sigma(reference.spread, reference.level)
+        warm = self.n >= cfg.warmup_readings
+        weight = cfg.protect if warm and abs(z) > cfg.sustain_z else 1.0
+
+        rate = max(1 / (self.n + 1), min(0.5, self.cadence / cfg.level_tau_s)) * weight
+        self.fast = _learn(self.fast, x, rate, warm, self._sigma(self.fast.spread, self.fast.level))
+        if slot.count == 0:
+            slot.level, slot.spread = x, self.fast_spread_before
+        slot_rate = max(1 / (slot.count + 1), min(0.5, self.cadence / cfg.slot_tau_s)) * weight
+        learned = _learn(
+            slot,
+            x,
+            slot_rate,
+            slot.count >= cfg.slot_warm,
+            self._sigma(slot.spread, slot.level),
+        )
+        slot.level, slot.spread, slot.count = learned.level, learned.spread, slot.count + 1
+        self.n += 1
+        return z if warm else 0.0
+
+    def step(self, ts: float, x: float) -> float:
+        """One reading through every generic detector and condition; returns its score."""
+        cfg = self.settings
+        if self.conditions.get(Kind.MISSING, Condition()).active:
+            self._condition(Kind.MISSING, ts, False, False, 0.0)
+        impossible = not (math.isfinite(x) and self.low <= x <= self.high)
+        self._condition(Kind.IMPOSSIBLE, ts, impossible, impossible, float(impossible))
+        if impossible:
+            self.last_ts = max(self.last_ts, ts)
+            return 1.0
+        fresh = ts > self.last_ts
+        if self.n > 0 and fresh:
+            gap = (ts - self.last_ts) / 1e6
+            self.cadence = (
+                gap
+                if self.cadence == 0
+                else self.cadence + 0.05 * (min(gap, 10 * self.cadence) - self.cadence)
+            )
+        same = self.n > 0 and x == self.last_x
+        if same:
+            self.run += 1
+        else:
+            self.run, self.run_start = 1, ts
+        if self.repeat_p > 0.95:
+            need = math.inf
+        elif self.repeat_p > 1e-3:
+            need = max(cfg.stuck_min_run, math.log(cfg.stuck_false_rate) / math.log(self.repeat_p))
+        else:
+            need = cfg.stuck_min_run
+        if self.run < need and self.n > 0:
+            self.repeat_p += max(1 / (self.n + 1), 0.01) * (float(same) - self.repeat_p)
+        warm = self.n >= cfg.warmup_readings
+        stuck = warm and self.run >= need and ts - self.run_start >= cfg.stuck_min_s * 1e6
+        stuck_score = (
+            _squash(self.run / need, 1.0) if warm and self.run >= cfg.stuck_min_run else 0.0
+        )
+
+        self.fast_spread_before = self.fast.spread if self.n else 0.0
+        z = self.baseline(ts, x)
+        clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
+        self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), 3 * cfg.cusum_h)
+        self.down = min(max(0.0, self.down - clipped - cfg.cusum_k), 3 * cfg.cusum_h)
+        shift = max(self.up, self.down)
+
+        level_active = self.conditions.get(Kind.LEVEL_SHIFT, Condition()).active
+        spike_score = _squash(abs(z), 4.5)
+        self._condition(
+            Kind.SPIKE,
+            ts,
+            not level_active and abs(z) >= cfg.spike_z,
+            abs(z) >= cfg.sustain_z,
+            spike_score,
+        )
+        shift_score = _squash(shift, cfg.cusum_h)
+        self._condition(
+            Kind.LEVEL_SHIFT, ts, shift >= cfg.cusum_h, shift >= cfg.cusum_h / 4, shift_score
+        )
+        self._condition(Kind.STUCK, ts, stuck, same, stuck_score)
+        if fresh:
+            self.last_ts = ts
+        self.last_x = x
+        return max(spike_score, shift_score, stuck_score)
+
+    fast_spread_before: float = 0.0
+
+    def _condition(self, kind: Kind, ts: float, trigger: bool, sustain: bool, score: float) -> None:
+        c = self.conditions.setdefault(kind, Condition())
+        if sustain if c.active else trigger:
+            c.since = c.since or ts
+            c.calm = 0.0
+            c.peak = max(c.peak, score)
+            if not c.active and ts - c.since >= MIN_DURATION_S[kind] * 1e6:
+                decay = (
+                    math.exp(-(ts - c.opened) / (self.settings.flap_tau_s * 1e6))
+                    if c.opened
+                    else 0.0
+                )
+                c.flap = c.flap * decay + 1
+                c.active, c.opened = True, ts
+                self.events.append((kind, True, ts))
+            return
+        if not c.active:
+            c.since, c.peak = 0.0, 0.0
+            return
+        c.calm = c.calm or ts
+        if ts - c.calm >= QUIET_S[kind] * (1 + 2 * max(c.flap - 1, 0)) * 1e6:
+            self.conditions[kind] = Condition(flap=c.flap, opened=c.opened)
+            self.events.append((kind, False, ts))
+
+
+def _learn(state: Ewm, x: float, rate: float, clip: bool, sigma: float) -> Ewm:
+    deviation = x - state.level
+    if clip:
+        deviation = min(max(deviation, -3 * sigma), 3 * sigma)
+    return Ewm(
+        state.level + rate * deviation,
+        state.spread + rate * (abs(deviation) - state.spread),
+        state.count,
+    )
+
+
+def _squash(strength: float, half: float) -> float:
+    return strength * strength / (strength * strength + half * half)
+
+
+def aq_band(hourly_means: list[float], lower_bounds: list[float], *, rounds: bool) -> int:
+    """The band of the mean of hourly means, by lower bounds (official rounding when asked)."""
+    mean = sum(hourly_means) / len(hourly_means)
+    value = math.floor(mean + 0.5) if rounds else mean
+    return sum(1 for bound in lower_bounds if value >= bound)

@@ -1,0 +1,247 @@
+"""Alerts end to end on the real broker and database: open, deduplicate, acknowledge, resolve,
+publish, rate-limit, two workers, and a restart that restores state without an alert storm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg_pool import AsyncConnectionPool
+
+from edge.contract import Batch, Reading, encode_batch
+from processing.alerts import AlertError, AlertStore, Opening
+from tests.conftest import BrokerAddress, Database
+from tests.ingest.helpers import register
+from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.ingest.test_service import publish_all
+
+STEP = timedelta(seconds=10)
+
+
+def telemetry(
+    site: str, device: str, start: datetime, values: list[float], first_seq: int = 1
+) -> list[tuple[str, bytes]]:
+    """PM2.5 readings every 10 s from ``start``, 20 to a message."""
+    messages = []
+    for seq, lo in enumerate(range(0, len(values), 20), start=first_seq):
+        readings = tuple(
+            Reading("aq", "pm2_5", values[i], "ug/m3", start + i * STEP)
+            for i in range(lo, min(lo + 20, len(values)))
+        )
+        payload = encode_batch(Batch(device, seq, readings, readings[-1].ts))
+        messages.append((f"city/v1/{site}/{device}/telemetry", payload))
+    return messages
+
+
+def calm(n: int, phase: int = 0) -> list[float]:
+    return [12.0 + 0.5 * ((i + phase) % 5) for i in range(n)]
+
+
+def rows(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+@contextmanager
+def listening(broker: BrokerAddress, topic: str) -> Iterator[list[dict[str, object]]]:
+    received: list[dict[str, object]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: received.append(json.loads(m.payload))
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    try:
+        assert subscribed.wait(10)
+        yield received
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_an_alert_opens_once_is_acknowledged_resolves_itself_and_is_published(
+    broker: BrokerAddress, database: Database, unique_site: str
+) -> None:
+    device = "aq-0001"
+    register(database.dsn, [(device, unique_site)])
+    prefix = f"alerts-test/{unique_site}"
+    config = ingest_config(broker, database.dsn, alert_topic_prefix=prefix)
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    # 10 minutes to learn, two spikes a minute apart (one alert), then 30 calm minutes.
+    values = calm(60) + [240.0] + calm(5) + [260.0] + calm(180, 3)
+    with listening(broker, f"{prefix}/#") as published:
+        async with running_ingest(config) as service:
+            publish_all(broker, telemetry(unique_site, device, start, values[:67]))
+            assert await eventually(
+                lambda: len(rows(database.dsn, "SELECT 1 FROM alerts")) == 1, 30
+            )
+            [(alert_id, kind, state, message, severity)] = rows(
+                database.dsn, "SELECT alert_id, kind, state, message, severity FROM alerts"
+            )
+            assert (kind, state) == ("spike", "open")
+            assert "PM2.5 240 µg/m³" in str(message) and "σ above the usual" in str(message)
+            assert severity in ("info", "warning")
+
+            async with AsyncConnectionPool(database.dsn, open=False) as pool:
+                store = AlertStore(pool)
+                acked = await store.acknowledge(int(str(alert_id)), "alice", "crew on the way")
+                assert acked.state == "acknowledged" and acked.acknowledged_by == "alice"
+                with pytest.raises(AlertError, match="cannot be acknowledged"):
+                    await store.acknowledge(int(str(alert_id)), "bob")
+                with pytest.raises(AlertError, match="no alert"):
+                    await store.acknowledge(999_999, "bob")
+                with pytest.raises(AlertError, match="needs some text"):
+                    await store.comment(int(str(alert_id)), "bob", "  ")
+
+                publish_all(
+                    broker, telemetry(unique_site, device, start + 67 * STEP, values[67:], 50)
+                )
+                assert await eventually(
+                    lambda: rows(database.dsn, "SELECT state FROM alerts")[0][0] == "resolved", 30
+                )
+                history = await store.history(int(str(alert_id)))
+            assert [(e.action, e.actor) for e in history] == [
+                ("opened", "detector"),
+                ("acknowledged", "alice"),
+                ("resolved", "detector"),
+            ]
+            assert history[1].comment == "crew on the way"
+            assert history[2].comment.startswith("back to normal")
+            assert service.detection is not None and service.detection.opened == 1
+            assert await eventually(lambda: len(published) >= 3, 20)
+    assert [m["action"] for m in published] == ["opened", "acknowledged", "resolved"]
+    assert {m["alert_id"] for m in published} == {alert_id}
+    assert published[0]["device"] == device and published[0]["kind"] == "spike"
+    assert rows(database.dsn, "SELECT count(*) FROM alert_events WHERE published_at IS NULL") == [
+        (0,)
+    ]
+
+
+async def test_concurrent_openings_of_one_stream_and_kind_make_one_alert(
+    database: Database, unique_site: str
+) -> None:
+    register(database.dsn, [("aq-0001", unique_site)])
+    with psycopg.connect(database.dsn) as conn:
+        stream = conn.execute(
+            "INSERT INTO streams (device_id, sensor, metric, unit)"
+            " VALUES ('aq-0001', 'aq', 'pm2_5', 'ug/m3') RETURNING stream_id"
+        ).fetchone()
+    assert stream is not None
+    opening = Opening(
+        int(str(stream[0])), "aq-0001", unique_site, "spike", "warning", "x", 0.9, 1.0,
+        datetime.now(UTC),
+    )  # fmt: skip
+    async with (
+        AsyncConnectionPool(database.dsn, open=False, max_size=4) as one,
+        AsyncConnectionPool(database.dsn, open=False, max_size=4) as two,
+    ):
+        stores = [AlertStore(one), AlertStore(two)]
+        outcomes = await asyncio.gather(*(stores[i % 2].open(opening) for i in range(8)))
+    assert sorted(o for o, _ in outcomes).count("opened") == 1
+    assert rows(database.dsn, "SELECT occurrences FROM alerts") == [(8,)]
+
+
+async def test_the_district_rate_limit_defers_new_alerts(
+    database: Database, unique_site: str
+) -> None:
+    register(database.dsn, [(f"aq-{i:04d}", unique_site) for i in range(5)])
+    with psycopg.connect(database.dsn) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO streams (device_id, sensor, metric, unit)"
+                " VALUES (%s, 'aq', 'pm2_5', 'ug/m3') RETURNING stream_id",
+                (f"aq-{i:04d}",),
+            ).fetchone()
+            for i in range(5)
+        ]
+    async with AsyncConnectionPool(database.dsn, open=False) as pool:
+        store = AlertStore(pool, per_site_per_minute=3)
+        outcomes = [
+            (
+                await store.open(
+                    Opening(
+                        int(str(row[0])),
+                        f"aq-{i:04d}",
+                        unique_site,
+                        "spike",
+                        "info",
+                        "x",
+                        0.7,
+                        1.0,
+                        datetime.now(UTC),
+                    )  # fmt: skip
+                )
+            )[0]
+            for i, row in enumerate(ids)
+            if row is not None
+        ]
+    assert outcomes == ["opened"] * 3 + ["deferred"] * 2
+
+
+async def test_two_ingest_workers_share_the_stream_and_open_one_alert(
+    broker: BrokerAddress, timescale_database: Database, unique_site: str
+) -> None:
+    dsn = timescale_database.dsn
+    device = "aq-0001"
+    register(dsn, [(device, unique_site)])
+    group = f"g{unique_site[-6:]}"
+    configs = [ingest_config(broker, dsn, shared_group=group, alert_topic_prefix="") for _ in "ab"]
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    # Long enough that each worker, seeing about half the messages, warms up and sees a shift.
+    values = calm(200) + [90.0 + (i % 3) for i in range(120)]
+    async with running_ingest(configs[0]) as first, running_ingest(configs[1]) as second:
+        publish_all(broker, telemetry(unique_site, device, start, values))
+        assert await eventually(lambda: len(rows(dsn, "SELECT 1 FROM readings")) == len(values))
+        await eventually(lambda: len(rows(dsn, "SELECT 1 FROM alerts")) > 0, 10)
+        await asyncio.sleep(2)  # both workers have flushed their transitions
+        workers = [first, second]
+        assert all(w.detection is not None and w.detection.stage.readings > 0 for w in workers)
+    unresolved = rows(
+        dsn,
+        "SELECT stream_id, kind, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2",
+    )
+    assert unresolved, "the shift was not noticed"
+    assert all(count == 1 for _, _, count in unresolved)
+
+
+async def test_a_restart_restores_detector_state_and_opens_no_alert_storm(
+    broker: BrokerAddress, timescale_database: Database, unique_site: str
+) -> None:
+    dsn = timescale_database.dsn
+    devices = [f"aq-{i:04d}" for i in range(6)]
+    register(dsn, [(d, unique_site) for d in devices])
+    config = ingest_config(broker, dsn, alert_topic_prefix="", checkpoint_every_s=1.0)
+    start = (datetime.now(UTC) - timedelta(hours=4)).replace(microsecond=0)
+    n = 180
+    async with running_ingest(config) as service:
+        for i, device in enumerate(devices):
+            publish_all(broker, telemetry(unique_site, device, start, calm(n, i)))
+        assert await eventually(lambda: len(rows(dsn, "SELECT 1 FROM readings")) == n * 6)
+        await asyncio.sleep(1.5)
+        assert service.detection is not None
+    saved = rows(dsn, "SELECT count(*) FROM detector_state")
+    assert saved == [(6,)]
+    before = rows(dsn, "SELECT count(*) FROM alerts")
+
+    later = start + n * STEP
+    async with running_ingest(ingest_config(broker, dsn, alert_topic_prefix="")) as restarted:
+        detection = restarted.detection
+        assert detection is not None
+        for stream_id in detection.stage.stream_ids():
+            assert detection.stage.snapshot(stream_id)["readings"] == n  # not relearning
+        for i, device in enumerate(devices):
+            publish_all(broker, telemetry(unique_site, device, later, calm(60, i), 100))
+        assert await eventually(lambda: len(rows(dsn, "SELECT 1 FROM readings")) == (n + 60) * 6)
+        detection.stage.sweep(datetime.now(UTC) + timedelta(seconds=30), since=detection.started)
+        await asyncio.sleep(1.5)
+        assert detection.opened == 0
+    assert rows(dsn, "SELECT count(*) FROM alerts") == before

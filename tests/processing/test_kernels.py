@@ -1,0 +1,113 @@
+"""The fused kernel against its plain-Python reference, on the inputs that break detectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from processing import _kernels as k
+from processing.config import DetectionSettings
+from processing.hook import ReadingColumns
+from processing.kinds import Kind
+from processing.stage import DetectionStage
+from tests.processing.naive import NaiveStream, seasonal_slot
+
+T0 = 1_795_000_000_000_000  # 2026-11-18, a Wednesday
+MINUTE = 60_000_000
+
+
+def _series(name: str, n: int = 3000, seed: int = 20261123) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    match name:
+        case "random":
+            return rng.normal(50, 5, n)
+        case "nan_inf":
+            values = rng.normal(10, 1, n)
+            values[rng.choice(n, 40, replace=False)] = np.nan
+            values[rng.choice(n, 10, replace=False)] = np.inf
+            values[rng.choice(n, 10, replace=False)] = -np.inf
+            return values
+        case "constant":
+            return np.full(n, 7.25)
+        case "step":
+            return np.where(t < n // 2, 20.0, 45.0) + rng.normal(0, 1, n)
+        case "seasonal":
+            return 30 + 20 * np.sin(2 * np.pi * t / 1440) + rng.normal(0, 2, n)
+        case "spikes":
+            values = rng.normal(100, 3, n)
+            values[::397] += 60
+            return values
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["random", "nan_inf", "constant", "step", "seasonal", "spikes"])
+def test_stage_kernel_matches_reference(name: str) -> None:
+    values = _series(name)
+    ts = T0 + np.arange(values.size, dtype=np.int64) * MINUTE
+    stage = DetectionStage()
+    scores = np.empty(values.size)
+    # Uneven batches: state must carry across calls exactly.
+    for lo, hi in ((0, 7), (7, 1000), (1000, values.size)):
+        batch = ReadingColumns(np.full(hi - lo, 3, np.int32), ts[lo:hi], values[lo:hi])
+        stage.process(batch, out_score=scores[lo:hi])
+    reference = NaiveStream()
+    expected = np.array([reference.step(float(t), float(v)) for t, v in zip(ts, values)])
+    np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
+    got = [(e.kind, e.opened, e.at.timestamp() * 1e6) for e in stage.drain()]
+    assert got == [(kind, opened, pytest.approx(at)) for kind, opened, at in reference.events]
+    assert np.isfinite(stage.state.core[: stage.streams]).all() or name == "constant"
+
+
+def test_scores_stay_in_unit_interval_and_finite_in_finite_out() -> None:
+    values = _series("nan_inf")
+    ts = T0 + np.arange(values.size, dtype=np.int64) * MINUTE
+    stage = DetectionStage()
+    scores = np.empty(values.size)
+    stage.process(ReadingColumns(np.zeros(values.size, np.int32), ts, values), out_score=scores)
+    assert np.isfinite(scores).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert (scores[~np.isfinite(values)] == 1).all()
+    learned = stage.state.core[0]
+    assert math.isfinite(learned[k.C_LEVEL]) and math.isfinite(learned[k.C_SPREAD])
+
+
+def test_warm_up_holds_scores_at_zero() -> None:
+    settings = DetectionSettings()
+    values = _series("spikes")
+    values[5] = 1e6  # a wild value inside the warm-up: scored 0, no spike alert
+    ts = T0 + np.arange(values.size, dtype=np.int64) * MINUTE
+    stage = DetectionStage(settings)
+    scores = np.empty(values.size)
+    stage.process(ReadingColumns(np.zeros(values.size, np.int32), ts, values), out_score=scores)
+    assert (scores[: int(settings.warmup_readings)] == 0).all()
+    spikes = [e for e in stage.drain() if e.kind is Kind.SPIKE and e.opened]
+    assert spikes and all(
+        e.at.timestamp() * 1e6 > ts[int(settings.warmup_readings)] for e in spikes
+    )
+
+
+@pytest.mark.parametrize("offset", [0.0, 3600.0, -18000.0])
+def test_seasonal_slot_matches_reference(offset: float) -> None:
+    rng = np.random.default_rng(7)
+    for ts in rng.integers(0, 4_000_000_000_000_000, 500):
+        assert k.slot_of(float(ts), offset) == seasonal_slot(int(ts), offset)
+
+
+def test_batches_of_many_streams_match_one_stream_at_a_time() -> None:
+    rng = np.random.default_rng(11)
+    n, streams = 4000, 9
+    ids = rng.integers(0, streams, n).astype(np.int32)
+    ts = T0 + np.sort(rng.integers(0, 4000 * MINUTE, n)).astype(np.int64)
+    values = rng.normal(20, 3, n) + ids
+    values[rng.choice(n, 15, replace=False)] += 80
+    mixed = DetectionStage()
+    together = np.empty(n)
+    mixed.process(ReadingColumns(ids, ts, values), out_score=together)
+    for stream in range(streams):
+        mask = ids == stream
+        reference = NaiveStream()
+        expected = [reference.step(float(t), float(v)) for t, v in zip(ts[mask], values[mask])]
+        np.testing.assert_allclose(together[mask], expected, rtol=1e-9, atol=1e-12)
