@@ -77,7 +77,7 @@ async def test_an_alert_opens_once_is_acknowledged_resolves_itself_and_is_publis
     config = ingest_config(broker, database.dsn, alert_topic_prefix=prefix)
     start = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
     # 10 minutes to learn, two spikes a minute apart (one alert), then 30 calm minutes.
-    values = calm(60) + [240.0] + calm(5) + [260.0] + calm(180, 3)
+    values = [*calm(60), 240.0, *calm(5), 260.0, *calm(180, 3)]
     with listening(broker, f"{prefix}/#") as published:
         async with running_ingest(config) as service:
             publish_all(broker, telemetry(unique_site, device, start, values[:67]))
@@ -88,13 +88,15 @@ async def test_an_alert_opens_once_is_acknowledged_resolves_itself_and_is_publis
                 database.dsn, "SELECT alert_id, kind, state, message, severity FROM alerts"
             )
             assert (kind, state) == ("spike", "open")
-            assert "PM2.5 240 µg/m³" in str(message) and "σ above the usual" in str(message)
+            assert "PM2.5 240 µg/m³" in str(message)
+            assert "σ above the usual" in str(message)
             assert severity in ("info", "warning")
 
             async with AsyncConnectionPool(database.dsn, open=False) as pool:
                 store = AlertStore(pool)
                 acked = await store.acknowledge(int(str(alert_id)), "alice", "crew on the way")
-                assert acked.state == "acknowledged" and acked.acknowledged_by == "alice"
+                assert acked.state == "acknowledged"
+                assert acked.acknowledged_by == "alice"
                 with pytest.raises(AlertError, match="cannot be acknowledged"):
                     await store.acknowledge(int(str(alert_id)), "bob")
                 with pytest.raises(AlertError, match="no alert"):
@@ -116,11 +118,13 @@ async def test_an_alert_opens_once_is_acknowledged_resolves_itself_and_is_publis
             ]
             assert history[1].comment == "crew on the way"
             assert history[2].comment.startswith("back to normal")
-            assert service.detection is not None and service.detection.opened == 1
+            assert service.detection is not None
+            assert service.detection.opened == 1
             assert await eventually(lambda: len(published) >= 3, 20)
     assert [m["action"] for m in published] == ["opened", "acknowledged", "resolved"]
     assert {m["alert_id"] for m in published} == {alert_id}
-    assert published[0]["device"] == device and published[0]["kind"] == "spike"
+    assert published[0]["device"] == device
+    assert published[0]["kind"] == "spike"
     assert rows(database.dsn, "SELECT count(*) FROM alert_events WHERE published_at IS NULL") == [
         (0,)
     ]
@@ -178,7 +182,7 @@ async def test_the_district_rate_limit_defers_new_alerts(
                         0.7,
                         1.0,
                         datetime.now(UTC),
-                    )  # fmt: skip
+                    )
                 )
             )[0]
             for i, row in enumerate(ids)
