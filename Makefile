@@ -14,6 +14,8 @@ deps:
 test: deps
 	@scripts/venv.sh $(VENV) dev
 	$(VENV)/bin/python -m pytest
+	# The kernels once more as plain Python, so the JIT-compiled code is also covered by Python's rules.
+	NUMBA_DISABLE_JIT=1 $(VENV)/bin/python -m pytest -q tests/processing/test_kernels.py
 
 lint:
 	@scripts/venv.sh $(VENV) dev

@@ -37,6 +37,14 @@ _TARGETS: dict[str, tuple[FaultKind, ...]] = {
     "speed_mean": ("congestion", "stuck", "dropout"),
     "vehicle_count": ("spike",),
 }
+# A typical swing of each metric: spikes and drift are sized by it, so a spike on a quiet night
+# road (zero vehicles) or a drift on a noisy sensor is still a fault someone would want found.
+_SCALE: dict[str, float] = {
+    "pm2_5": 6.0,
+    "no2": 10.0,
+    "temperature": 1.5,
+    "vehicle_count": 8.0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,8 @@ class Fault:
         kind: What happens.
         start: First affected acquisition time.
         end: Last affected acquisition time.
-        magnitude: Spike factor, drift per hour, or unused.
+        magnitude: Spike factor (at least that many typical swings), drift in typical swings
+            per hour, or unused.
     """
 
     device: str
@@ -109,7 +118,8 @@ def plan_faults(
                 continue
             metric = rng.choice(candidates)
             kind = rng.choice(_TARGETS[metric])
-            span = timedelta(minutes=rng.uniform(5, 60)) if kind != "spike" else timedelta(0)
+            minutes = {"spike": 1.0, "drift": rng.uniform(30, 180)}.get(kind, rng.uniform(5, 60))
+            span = timedelta(minutes=minutes)
             magnitude = {"spike": rng.uniform(4, 10), "drift": rng.uniform(2, 10)}.get(kind, 0.0)
             faults.append(Fault(device, sensor, metric, kind, at, at + span, magnitude))
     faults.sort(key=lambda f: f.start)
@@ -153,13 +163,14 @@ class FaultySensor:
     def _alter(self, reading: Reading, faults: list[Fault]) -> Reading:
         value = reading.value
         for fault in faults:
+            scale = _SCALE.get(reading.metric, 1.0)
             if fault.kind == "spike":
-                value *= fault.magnitude
+                value = max(value * fault.magnitude, value + fault.magnitude * scale)
             elif fault.kind == "stuck":
                 value = self._stuck.setdefault(fault, self._last.get(reading.metric, value))
             elif fault.kind == "drift":
                 hours = (reading.ts - fault.start).total_seconds() / 3600
-                value += fault.magnitude * hours
+                value += fault.magnitude * scale * hours
             elif fault.kind == "overflow":
                 minutes = (reading.ts - fault.start).total_seconds() / 60
                 value = min(100.0, max(value, 85.0 + minutes))

@@ -51,6 +51,7 @@ class IngestConfig:
             empty turns publishing off.
         checkpoint_every_s: How often changed detector state is saved to the database.
         aqi_scheme: Air-quality index whose bands raise alerts (``daqi-2013``, ``eaqi-2021``).
+        detection_warmup_s: How long a new stream learns before it can raise statistical alerts.
         city_timezone: IANA zone for hour-of-day patterns and the times in alert messages.
     """
 
@@ -82,6 +83,7 @@ class IngestConfig:
     alert_topic_prefix: str = "city/alerts/v1"
     checkpoint_every_s: float = 300.0
     aqi_scheme: Literal["daqi-2013", "eaqi-2021"] = "daqi-2013"
+    detection_warmup_s: float = 86_400.0
     city_timezone: str = "Europe/London"
 
     def __post_init__(self) -> None:

@@ -223,7 +223,9 @@ def detection_for(config: IngestConfig) -> DetectionService:
         publisher = AlertPublisher(account, config.alert_topic_prefix)
     zone = ZoneInfo(config.city_timezone)
     offset = datetime.now(zone).utcoffset() or timedelta(0)
-    settings = DetectionSettings(utc_offset_s=offset.total_seconds())
+    settings = DetectionSettings(
+        utc_offset_s=offset.total_seconds(), warmup_s=config.detection_warmup_s
+    )
     options = DetectionOptions(
         checkpoint_every_s=config.checkpoint_every_s,
         per_site_per_minute=config.alerts_per_site_per_minute,

@@ -29,8 +29,8 @@ C_LAST_X = 2
 C_CADENCE = 3  # seconds between readings (learned)
 C_LEVEL = 4
 C_SPREAD = 5
-C_CUSUM_POS = 6
-C_CUSUM_NEG = 7
+C_EXPECTED = 6  # the baseline's fields share one cache line
+C_SIGMA = 7
 C_RUN = 8  # identical consecutive readings so far
 C_RUN_START = 9  # µs
 C_REPEAT_P = 10  # how often this stream repeats a value when healthy
@@ -40,15 +40,16 @@ C_TTF_H = 13
 C_HOUR = 14  # hour number of the newest air-quality ring slot
 C_AQ_MEAN = 15
 C_AQ_BAND = 16
-C_EXPECTED = 17
-C_SIGMA = 18
+C_CUSUM_POS = 17
+C_CUSUM_NEG = 18
 C_NB_OFFSET = 19  # usual offset from the neighbours' median
 C_NB_SPREAD = 20
 C_NB_N = 21
 C_NB_Z = 22
 C_SCORE = 23
 C_SMOOTH = 24  # unprotected 10-minute average, what neighbours compare
-N_CORE = 25
+C_FIRST_TS = 25  # µs of the first reading learned
+N_CORE = 32  # rows of 256 bytes, cache-line aligned; the rest is room to grow
 
 # params fields
 P_LO = 0
@@ -122,6 +123,7 @@ S_MISSING_MIN = 22
 S_NB_Z = 23
 S_NB_MIN = 24
 S_UTC_OFFSET = 25
+S_WARMUP_S = 26
 
 # event columns
 E_ROW = 0
@@ -142,10 +144,9 @@ MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution -> its
 @kernel
 def slot_of(ts_us: float, utc_offset_s: float) -> int:
     """Seasonal slot: local hour of day, plus 24 on Saturdays and Sundays."""
-    seconds = math.floor(ts_us / US) + utc_offset_s
-    hour = int(seconds // 3600) % 24
-    weekday = int(seconds // 86400 + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
-    return hour + (24 if weekday >= 5 else 0)
+    hours = (int(ts_us) + int(utc_offset_s) * 1_000_000) // 3_600_000_000
+    weekday = (hours // 24 + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return hours % 24 + (24 if weekday >= 5 else 0)
 
 
 @kernel
@@ -174,19 +175,20 @@ def baseline_step(
     if n == 0:
         core[r, C_LEVEL] = x
         core[r, C_SPREAD] = 0.0
+        core[r, C_FIRST_TS] = ts
     level = core[r, C_LEVEL]
     spread = core[r, C_SPREAD]
     count = slots[r, s, 2]
-    if count >= cfg[S_SLOT_WARM]:
-        expected = slots[r, s, 0]
-        typical = slots[r, s, 1]
-    else:
-        expected = level
-        typical = spread
+    # The slot holds this hour's usual offset from the running level, so the expectation keeps
+    # the daily shape while following slow changes of the whole level (weather, seasons).
+    slot_warm = count >= cfg[S_SLOT_WARM]
+    offset = slots[r, s, 0] if slot_warm else 0.0
+    typical = slots[r, s, 1] if slot_warm else spread
+    expected = level + offset
     floor = params[r, P_FLOOR] + 0.01 * abs(expected)
     sigma = max(MAD_TO_SIGMA * typical, floor)
     z = (x - expected) / sigma
-    warm = n >= cfg[S_WARMUP]
+    warm = n >= cfg[S_WARMUP] and ts - core[r, C_FIRST_TS] >= cfg[S_WARMUP_S] * US
 
     # Learn: running mean at first, then an exponential window of level_tau; beyond
     # sustain_z the reading is probably the anomaly, so it barely teaches.
@@ -194,23 +196,23 @@ def baseline_step(
     weight = cfg[S_PROTECT] if warm and abs(z) > cfg[S_SUSTAIN_Z] else 1.0
     a = max(1.0 / (n + 1.0), min(0.5, cadence / cfg[S_LEVEL_TAU])) * weight
     g_sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.01 * abs(level))
-    d = x - level
+    d = x - offset - level
     if warm:
         d = min(max(d, -3.0 * g_sigma), 3.0 * g_sigma)
     core[r, C_LEVEL] = level + a * d
     core[r, C_SPREAD] = spread + a * (abs(d) - spread)
 
-    s_level = slots[r, s, 0]
+    s_offset = slots[r, s, 0]
     s_spread = slots[r, s, 1]
     if count == 0:
-        s_level = x
+        s_offset = x - level
         s_spread = spread
     b = max(1.0 / (count + 1.0), min(0.5, cadence / cfg[S_SLOT_TAU])) * weight
-    s_sigma = max(MAD_TO_SIGMA * s_spread, params[r, P_FLOOR] + 0.01 * abs(s_level))
-    sd = x - s_level
-    if count >= cfg[S_SLOT_WARM]:
+    s_sigma = max(MAD_TO_SIGMA * s_spread, params[r, P_FLOOR] + 0.01 * abs(level + s_offset))
+    sd = x - level - s_offset
+    if slot_warm:
         sd = min(max(sd, -3.0 * s_sigma), 3.0 * s_sigma)
-    slots[r, s, 0] = s_level + b * sd
+    slots[r, s, 0] = s_offset + b * sd
     slots[r, s, 1] = s_spread + b * (abs(sd) - s_spread)
     slots[r, s, 2] = count + 1.0
 
@@ -490,7 +492,8 @@ def stage_kernel(
         if run < need and n > 0:
             p += max(1.0 / (n + 1.0), 0.01) * ((1.0 if same else 0.0) - p)
             core[r, C_REPEAT_P] = p
-        warm = n >= cfg[S_WARMUP]
+        age = ts - core[r, C_FIRST_TS]
+        warm = n > 0 and n >= cfg[S_WARMUP] and age >= cfg[S_WARMUP_S] * US
         stuck = warm and run >= need and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
         stuck_score = squash(run / need, 1.0) if run >= cfg[S_STUCK_RUN] and warm else 0.0
 

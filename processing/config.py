@@ -73,6 +73,8 @@ class DetectionSettings:
         neighbour_z: Disagreement with the neighbours' median, in robust sigmas of the usual offset.
         neighbour_min_members: Fewest fresh neighbours of the same kind for the spatial check.
         utc_offset_s: The city's offset from UTC, for hour-of-day slots and sentences.
+        warmup_s: Time a new stream learns for before its scores leave 0: a day, so every hour
+            of the daily pattern has been seen once (0 for series of unknown rhythm).
     """
 
     warmup_readings: float = 30
@@ -82,8 +84,8 @@ class DetectionSettings:
     spike_z: float = 6.0
     sustain_z: float = 3.0
     protect: float = 0.05
-    cusum_k: float = 0.75
-    cusum_h: float = 12.0
+    cusum_k: float = 1.0
+    cusum_h: float = 15.0
     cusum_clip: float = 4.0
     stuck_min_run: float = 5
     stuck_min_s: float = 200
@@ -101,6 +103,7 @@ class DetectionSettings:
     neighbour_z: float = 6.0
     neighbour_min_members: float = 4
     utc_offset_s: float = 0.0
+    warmup_s: float = 86_400
 
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""

@@ -9,7 +9,7 @@ that depend on wall time rather than on readings (missing data, disagreeing neig
 Examples:
     >>> import numpy as np
     >>> from processing.hook import ReadingColumns
-    >>> stage = DetectionStage()
+    >>> stage = DetectionStage(DetectionSettings(warmup_s=0))  # no day of learning, for brevity
     >>> stage.describe([StreamInfo(7, "aq-1", "aq", "pm2_5", "µg/m³", "air", "north")])
     >>> t0 = 1_795_000_000_000_000
     >>> ts = t0 + np.arange(200, dtype=np.int64) * 60_000_000

@@ -57,7 +57,7 @@ def test_each_fault_changes_what_the_sensor_reports() -> None:
         "pm2_5",
         30,
     )
-    assert drifted[29] - healthy[29] == pytest.approx(29.0, abs=0.01)  # type: ignore[operator]
+    assert drifted[29] - healthy[29] == pytest.approx(29.0 * 6.0, abs=0.01)  # 6 = PM2.5 scale  # type: ignore[operator]
 
     dropped = series(
         FaultySensor(SimulatedAirQuality("aq", seed=1), [fault("dropout", "", (5, 9))]), "pm2_5", 30
@@ -93,7 +93,7 @@ def test_faults_are_planned_on_real_metrics_and_written_as_labels(tmp_path: Path
             sensor, metrics = FAMILY_SENSOR[by_device[item.device]]
             assert item.sensor == sensor
             assert item.metric in metrics
-        assert START <= item.start <= item.end <= START + timedelta(hours=11)
+        assert START <= item.start <= item.end <= START + timedelta(hours=13)
     assert faults == plan_fleet_faults(
         specs, START, timedelta(hours=10), per_device_per_hour=1, seed=4
     )

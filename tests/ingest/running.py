@@ -25,6 +25,7 @@ def ingest_config(broker: BrokerAddress, dsn: str, **overrides: object) -> Inges
         batch_max_age_s=0.1,
         migrate=False,
         health_port=0,
+        detection_warmup_s=0.0,  # tests feed minutes, not days, of history
     )
     return replace(config, **overrides)  # type: ignore[arg-type]
 

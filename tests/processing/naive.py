@@ -76,23 +76,25 @@ class NaiveStream:
         slot = self.slots.setdefault(seasonal_slot(int(ts), cfg.utc_offset_s), Ewm())
         if self.n == 0:
             self.fast = Ewm(x, 0.0)
-        reference = slot if slot.count >= cfg.slot_warm else self.fast
-        z = (x - reference.level) / self._sigma(reference.spread, reference.level)
-        warm = self.n >= cfg.warmup_readings
+            self.first_ts = ts
+        # The slot is this hour's usual offset from the running level.
+        young = slot.count < cfg.slot_warm
+        offset = 0.0 if young else slot.level
+        expected = self.fast.level + offset
+        spread = self.fast.spread if young else slot.spread
+        z = (x - expected) / self._sigma(spread, expected)
+        warm = self.n >= cfg.warmup_readings and ts - self.first_ts >= cfg.warmup_s * 1e6
         weight = cfg.protect if warm and abs(z) > cfg.sustain_z else 1.0
 
+        level_before, spread_before = self.fast.level, self.fast.spread
         rate = max(1 / (self.n + 1), min(0.5, self.cadence / cfg.level_tau_s)) * weight
-        self.fast = _learn(self.fast, x, rate, warm, self._sigma(self.fast.spread, self.fast.level))
+        sigma = self._sigma(self.fast.spread, self.fast.level)
+        self.fast = _learn(self.fast, x - offset, rate, warm, sigma)
         if slot.count == 0:
-            slot.level, slot.spread = x, self.fast_spread_before
+            slot.level, slot.spread = x - level_before, spread_before
         slot_rate = max(1 / (slot.count + 1), min(0.5, self.cadence / cfg.slot_tau_s)) * weight
-        learned = _learn(
-            slot,
-            x,
-            slot_rate,
-            slot.count >= cfg.slot_warm,
-            self._sigma(slot.spread, slot.level),
-        )
+        slot_sigma = self._sigma(slot.spread, level_before + slot.level)
+        learned = _learn(slot, x - level_before, slot_rate, not young, slot_sigma)
         slot.level, slot.spread, slot.count = learned.level, learned.spread, slot.count + 1
         self.n += 1
         return z if warm else 0.0
@@ -128,13 +130,16 @@ class NaiveStream:
             need = cfg.stuck_min_run
         if self.run < need and self.n > 0:
             self.repeat_p += max(1 / (self.n + 1), 0.01) * (float(same) - self.repeat_p)
-        warm = self.n >= cfg.warmup_readings
+        warm = (
+            self.n > 0
+            and self.n >= cfg.warmup_readings
+            and ts - self.first_ts >= cfg.warmup_s * 1e6
+        )
         stuck = warm and self.run >= need and ts - self.run_start >= cfg.stuck_min_s * 1e6
         stuck_score = (
             _squash(self.run / need, 1.0) if warm and self.run >= cfg.stuck_min_run else 0.0
         )
 
-        self.fast_spread_before = self.fast.spread if self.n else 0.0
         z = self.baseline(ts, x)
         clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
         self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), 3 * cfg.cusum_h)
@@ -161,6 +166,7 @@ class NaiveStream:
         return max(spike_score, shift_score, stuck_score)
 
     fast_spread_before: float = 0.0
+    first_ts: float = 0.0
 
     def _condition(self, kind: Kind, ts: float, trigger: bool, sustain: bool, score: float) -> None:
         c = self.conditions.setdefault(kind, Condition())

@@ -115,3 +115,19 @@ def test_batches_of_many_streams_match_one_stream_at_a_time() -> None:
             reference.step(float(t), float(v)) for t, v in zip(ts[mask], values[mask], strict=False)
         ]
         np.testing.assert_allclose(together[mask], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_score_series_is_causal_bounded_and_refuses_bad_input() -> None:
+    from processing import score_series
+
+    values = _series("seasonal", 2000)
+    values[1500] += 80
+    ts = np.datetime64("2026-11-02T00:00") + np.arange(2000) * np.timedelta64(5, "m")
+    scores = score_series(ts, values)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[1500] > 0.9
+    assert np.array_equal(score_series(ts[:1500], values[:1500]), scores[:1500])  # causal
+    with pytest.raises(ValueError, match="equal length"):
+        score_series(ts[:10], values[:9])
+    with pytest.raises(ValueError, match="backwards"):
+        score_series(ts[::-1], values)
