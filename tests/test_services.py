@@ -21,5 +21,5 @@ def test_both_databases_migrate(database: Database) -> None:
         has_tsdb = conn.execute(
             "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
         ).fetchone()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
     assert has_tsdb == ((1,) if database.kind == "timescaledb" else (0,))
