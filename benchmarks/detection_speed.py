@@ -188,7 +188,7 @@ def bench_python(batch: ReadingColumns, limit: int) -> float:
             reference = references.get(stream)
             if reference is None:
                 reference = references[stream] = NaiveStream()
-            
+
             reference.baseline(float(t), x)
 
     return limit / timed(run, 1)

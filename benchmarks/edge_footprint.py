@@ -196,8 +196,8 @@ def drain(broker: Mosquitto, spool_path: Path, readings: int) -> float:
 
 
 def naive_drain(broker: Mosquitto, spool_path: Path, seconds: float = 10.0) -> float:
-    import paho.mqtt.client as mqtt  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     spool = Spool(spool_path, max_bytes=10**10, max_age_s=10**9)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive")

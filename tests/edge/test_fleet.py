@@ -57,7 +57,7 @@ def test_each_fault_changes_what_the_sensor_reports() -> None:
         "pm2_5",
         30,
     )
-    assert drifted[29] - healthy[29] == pytest.approx(29.0 * 6.0, abs=0.01)  # 6 = PM2.5 scale  # type: ignore[operator]
+    assert drifted[29] - healthy[29] == pytest.approx(29.0 * 6.0, abs=0.01)  # type: ignore[operator]  # 6 = PM2.5 scale  # type: ignore[operator]
 
     dropped = series(
         FaultySensor(SimulatedAirQuality("aq", seed=1), [fault("dropout", "", (5, 9))]), "pm2_5", 30

@@ -118,7 +118,7 @@ def test_batches_of_many_streams_match_one_stream_at_a_time() -> None:
 
 
 def test_score_series_is_causal_bounded_and_refuses_bad_input() -> None:
-    from processing import score_series
+    from processing import score_series  # noqa: PLC0415 - the public entry point, as users import it
 
     values = _series("seasonal", 2000)
     values[1500] += 80
