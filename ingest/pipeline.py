@@ -345,15 +345,7 @@ class Pipeline:
                 self._streams.update(await self._store.streams(wanted))
                 return
             except Exception as exc:  # database trouble: wait, never drop the message
-                self.writing_blocked = True
-                if (
-                    self._stopping.is_set()
-                    and time.monotonic() - self._stop_asked > self._give_up_s
-                ):
-                    raise _GivingUpError from exc
-                delay = backoff.next_delay()
-                log.warning("cannot register new streams (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._retry_later(exc, backoff, "cannot register new streams")
 
     async def _look_up(self, device: str, *, every_s: float = 5.0) -> bool:
         """Whether ``device`` has been registered since the last load (asked at most every 5 s)."""
@@ -399,6 +391,15 @@ class Pipeline:
             self.stats.statuses_ignored += 1
             log.debug("ignored the status of unregistered %s at %s", where.device, where.site)
 
+    async def _retry_later(self, exc: Exception, backoff: Backoff, what: str) -> None:
+        """Wait out database trouble; give up once a stop has waited longer than allowed."""
+        self.writing_blocked = True
+        if self._stopping.is_set() and time.monotonic() - self._stop_asked > self._give_up_s:
+            raise _GivingUpError from exc
+        delay = backoff.next_delay()
+        log.warning("%s (%s); retrying in %.1fs", what, exc, delay)
+        await asyncio.sleep(delay)
+
     # writing -------------------------------------------------------------------------------
 
     async def _write(self, parts: Sequence[_Part], columns: Columns) -> None:
@@ -417,15 +418,7 @@ class Pipeline:
             except Exception as exc:  # outage or unknown: hold the batch, never drop or mark it
                 self.stats.write_retries += 1
                 self.metrics.write_retries.inc()
-                self.writing_blocked = True
-                if (
-                    self._stopping.is_set()
-                    and time.monotonic() - self._stop_asked > self._give_up_s
-                ):
-                    raise _GivingUpError from exc
-                delay = backoff.next_delay()
-                log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self._retry_later(exc, backoff, "database write failed")
         elapsed = time.perf_counter() - started
         self.stats.write_seconds += elapsed
         self.metrics.write_seconds.observe(elapsed)

@@ -223,6 +223,16 @@ def baseline_step(
 
 
 @kernel
+def cadence_step(core: np.ndarray, r: int, gap_us: float) -> None:
+    """Learn the interval between readings; one long gap (an outage) moves it only a little."""
+    gap = gap_us / US
+    cadence = core[r, C_CADENCE]
+    core[r, C_CADENCE] = (
+        gap if cadence == 0 else cadence + 0.05 * (min(gap, 10 * cadence) - cadence)
+    )
+
+
+@kernel
 def baseline_kernel(
     rows: np.ndarray,
     ts_us: np.ndarray,
@@ -246,10 +256,7 @@ def baseline_kernel(
         ts = float(ts_us[i])
         last = core[r, C_LAST_TS]
         if core[r, C_N] > 0 and ts > last:
-            gap = (ts - last) / US
-            cadence = core[r, C_CADENCE]
-            cadence = gap if cadence == 0 else cadence + 0.05 * (min(gap, 10 * cadence) - cadence)
-            core[r, C_CADENCE] = cadence
+            cadence_step(core, r, ts - last)
         out_z[i] = baseline_step(core, slots, params, cfg, r, ts, x)
         if ts > last:
             core[r, C_LAST_TS] = ts
@@ -472,10 +479,7 @@ def stage_kernel(
         # Cadence, and the run of identical values (before the baseline moves on).
         fresh = ts > last
         if n > 0 and fresh:
-            gap = (ts - last) / US
-            cadence = core[r, C_CADENCE]
-            cadence = gap if cadence == 0 else cadence + 0.05 * (min(gap, 10 * cadence) - cadence)
-            core[r, C_CADENCE] = cadence
+            cadence_step(core, r, ts - last)
         same = n > 0 and x == core[r, C_LAST_X]
         if same:
             core[r, C_RUN] += 1.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Final, TypeVar, cast
 
 import numba
@@ -108,8 +108,3 @@ class DetectionSettings:
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""
         return np.array([float(v) for v in asdict(self).values()], dtype=np.float64)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Field names in array order."""
-        return tuple(f.name for f in fields(cls))

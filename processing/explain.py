@@ -14,7 +14,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from edge.metrics import METRICS
@@ -119,8 +119,3 @@ def _duration(seconds: float) -> str:
     if minutes < 120:
         return f"{minutes:.0f} min"
     return f"{minutes / 60:.1f} h"
-
-
-def local_time(at: datetime, zone: tzinfo = DEFAULT_ZONE) -> str:
-    """``at`` as operators read it."""
-    return f"{at.astimezone(zone):%a %d %b %H:%M}"

@@ -30,14 +30,8 @@ class Kind(IntEnum):
         """The stored name, e.g. ``level_shift``."""
         return self.name.lower()
 
-    @property
-    def is_fault(self) -> bool:
-        """Whether this kind points at the sensor rather than at the city."""
-        return self in _FAULTS
-
 
 N_KINDS: Final = len(Kind)
-_FAULTS = frozenset({Kind.STUCK, Kind.IMPOSSIBLE, Kind.MISSING, Kind.NEIGHBOUR})
 
 KIND_BY_SLUG: Final[dict[str, Kind]] = {kind.slug: kind for kind in Kind}
 

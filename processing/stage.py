@@ -109,11 +109,6 @@ class DetectionStage:
         """Streams with a state row."""
         return len(self._stream_of)
 
-    def row(self, stream_id: int) -> int:
-        """The state row of ``stream_id``, allocating one for a stream not seen before."""
-        rows = self._rows(np.array([stream_id], dtype=np.int64))
-        return int(rows[0])
-
     def known(self, stream_id: int) -> bool:
         """Whether ``stream_id`` has a state row."""
         return 0 <= stream_id < self._row_of.size and self._row_of[stream_id] >= 0
@@ -130,17 +125,15 @@ class DetectionStage:
         with self._lock:
             for info in infos:
                 self.infos[info.stream_id] = info
-            ids = np.array([i.stream_id for i in infos], dtype=np.int64)
-            rows = self._rows(ids)
-            mapping = {int(s): int(r) for s, r in zip(ids, rows, strict=True)}
+            self._rows(np.array([i.stream_id for i in infos], dtype=np.int64))
             # Leads and partners are resolved per device, so bring in each device's known streams.
             devices = {i.device for i in infos}
             related = [i for i in self.infos.values() if i.device in devices]
-            mapping |= {i.stream_id: int(self._rows(np.array([i.stream_id]))[0]) for i in related}
+            mapping = {i.stream_id: int(self._row_of[i.stream_id]) for i in related}
             fill_params(self.state.params, mapping, related, scheme=self.scheme)
             everyone = list(self.infos.values())
-            all_rows = {i.stream_id: int(self._row_of[i.stream_id]) for i in everyone}
-            self._members, self._starts = neighbour_groups(everyone, all_rows)
+            rows = {i.stream_id: int(self._row_of[i.stream_id]) for i in everyone}
+            self._members, self._starts = neighbour_groups(everyone, rows)
 
     def _rows(self, stream_ids: NDArray[np.int64]) -> NDArray[np.int64]:
         if stream_ids.size and int(stream_ids.min()) < 0:

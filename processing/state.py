@@ -67,22 +67,14 @@ class StreamState:
             return
         new = max(rows, 2 * self.capacity)
         old = self.capacity
-        self.core = _grown(self.core, new, 0.0)
-        self.slots = _grown(self.slots, new, 0.0)
-        self.hours = _grown(self.hours, new, 0.0)
-        self.conds = _grown(self.conds, new, 0.0)
+        self.core = _grown(self.core, new)
+        self.slots = _grown(self.slots, new)
+        self.hours = _grown(self.hours, new)
+        self.conds = _grown(self.conds, new)
         params = blank_params(new)
         params[:old] = self.params
         self.params = params
         self._reset_hours(old, new)
-
-    def reset_row(self, row: int) -> None:
-        """Forget everything learned for ``row`` (its parameters stay)."""
-        self.core[row] = 0.0
-        self.slots[row] = 0.0
-        self.hours[row] = 0.0
-        self.conds[row] = 0.0
-        self._reset_hours(row, row + 1)
 
     def row_bytes(self, row: int) -> bytes:
         """The learned state of ``row`` as bytes (parameters are not state: they are looked up)."""
@@ -107,7 +99,7 @@ class StreamState:
         self.core[start:stop, k.C_HOUR] = -1e18
 
 
-def _grown(array: Floats, rows: int, fill: float) -> Floats:
-    grown = np.full((rows, *array.shape[1:]), fill)
+def _grown(array: Floats, rows: int) -> Floats:
+    grown = np.zeros((rows, *array.shape[1:]))
     grown[: array.shape[0]] = array
     return grown

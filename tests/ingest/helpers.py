@@ -6,10 +6,13 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.contract import Batch, Reading, encode_batch
 from ingest.registry import DeviceRecord, register_devices
+from tests.conftest import BrokerAddress
 
 
 def register(dsn: str, devices: Iterable[tuple[str, str]], family: str = "air") -> None:
@@ -58,3 +61,21 @@ def non_numeric_payload(device: str, seq: int, start: datetime) -> bytes:
 def recent() -> datetime:
     """A timestamp a minute ago, truncated to the second."""
     return (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0)
+
+
+def publish_all(
+    broker: BrokerAddress, messages: list[tuple[str, bytes]], retain: bool = False
+) -> None:
+    """Publish at QoS 1 and wait for every PUBACK (bounded)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        infos = [
+            client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

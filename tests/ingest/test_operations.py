@@ -13,9 +13,8 @@ import pytest
 
 from smartcity.cli import main
 from tests.conftest import BrokerAddress, Database
-from tests.ingest.helpers import batch_payload, recent, register
+from tests.ingest.helpers import batch_payload, publish_all, recent, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
-from tests.ingest.test_service import publish_all
 
 
 def http(port: int, path: str, method: str = "GET") -> tuple[int, str]:

@@ -6,40 +6,21 @@ import asyncio
 import logging
 from datetime import timedelta
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.contract import Status, encode_status
 from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import (
     batch_payload,
     non_numeric_payload,
+    publish_all,
     recent,
     register,
     rejection_rows,
     stored_keys,
 )
 from tests.ingest.running import eventually, ingest_config, running_ingest
-
-
-def publish_all(
-    broker: BrokerAddress, messages: list[tuple[str, bytes]], retain: bool = False
-) -> None:
-    """Publish at QoS 1 and wait for every PUBACK (bounded)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        infos = [
-            client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages
-        ]
-        for info in infos:
-            info.wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 async def test_bad_messages_are_rejected_with_reasons_and_the_good_ones_around_them_stored(

@@ -165,7 +165,6 @@ class NaiveStream:
         self.last_x = x
         return max(spike_score, shift_score, stuck_score)
 
-    fast_spread_before: float = 0.0
     first_ts: float = 0.0
 
     def _condition(self, kind: Kind, ts: float, trigger: bool, sustain: bool, score: float) -> None:

@@ -19,9 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 from edge.contract import Batch, Reading, encode_batch
 from processing.alerts import AlertError, AlertStore, Opening
 from tests.conftest import BrokerAddress, Database
-from tests.ingest.helpers import register
+from tests.ingest.helpers import publish_all, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
-from tests.ingest.test_service import publish_all
 
 STEP = timedelta(seconds=10)
 
