@@ -102,36 +102,77 @@ class SimulatedTraffic(_Simulated):
         hour, weekend = _hour_of_day(now, self._zone)
         load = traffic_intensity(hour, weekend) * self._rng.uniform(0.85, 1.15)
         count = _poisson(self._rng, load * self.capacity_per_hour * interval_s / 3600)
-        # Speed falls off as the road fills (a simple fundamental-diagram shape).
+        # Speed falls off as the road fills (a simple fundamental-diagram shape), down to a
+        # crawl that still varies from one interval to the next.
         speed = self.free_speed_kmh * (1 - 0.75 * load**3) + self._rng.gauss(0, 2)
+        if speed < 5.0:
+            speed = 5.0 * self._rng.uniform(0.4, 1.0)
         occupancy = 100 * min(0.95, 0.9 * load**1.5) + self._rng.gauss(0, 1)
         return [
             _reading(self.name, "vehicle_count", count, now, 0),
-            _reading(self.name, "speed_mean", max(speed, 3.0), now),
+            _reading(self.name, "speed_mean", speed, now),
             _reading(self.name, "occupancy", occupancy, now),
         ]
+
+
+class CityWeather:
+    """Pollution episodes the whole city shares: a smooth, seeded function of time.
+
+    Weather moves particulates across a city together, so every station sees the same episodes;
+    each station adds only a small local wander of its own.
+
+    Examples:
+        >>> from datetime import datetime, timezone
+        >>> at = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+        >>> CityWeather(seed=1).at(at) == CityWeather(seed=1).at(at)
+        True
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        # A few waves of 8 hours to 3 days: episodes build and clear over hours, not minutes.
+        self._waves = [
+            (rng.uniform(0.4, 0.9), rng.uniform(8, 72) * 3600, rng.uniform(0, 2 * math.pi))
+            for _ in range(4)
+        ]
+
+    def at(self, now: datetime) -> float:
+        """The episode strength at ``now`` (about -2.5..2.5; 0 is a typical day)."""
+        t = now.timestamp()
+        return sum(
+            a * math.sin(2 * math.pi * t / period + phase) for a, period, phase in self._waves
+        )
+
+
+CITY_WEATHER = CityWeather()
 
 
 class SimulatedAirQuality(_Simulated):
     """An air-quality station: PM2.5, PM10, NO2 with traffic-driven peaks, temperature, humidity."""
 
     def __init__(
-        self, name: str, *, seed: int, background_pm25: float = 8.0, tz: str = DEFAULT_TZ
+        self,
+        name: str,
+        *,
+        seed: int,
+        background_pm25: float = 8.0,
+        weather: CityWeather = CITY_WEATHER,
+        tz: str = DEFAULT_TZ,
     ) -> None:
         super().__init__(name, seed, tz)
         self.background_pm25 = background_pm25
-        self._weather = 0.0  # slow random walk standing in for weather-driven pollution episodes
+        self.weather = weather
+        self._local = 0.0  # the station's own slow wander around the city's episodes
 
     def read(self, now: datetime) -> list[Reading]:
         """Sample particulates, NO2 and climate."""
         interval_s = self._elapsed_s(now, 60.0)
         hour, weekend = _hour_of_day(now, self._zone)
         step = min(interval_s / 3600, 1.0)
-        self._weather = self._weather * (1 - 0.05 * step) + self._rng.gauss(
-            0, 0.6 * math.sqrt(step)
-        )
+        self._local = self._local * (1 - 0.1 * step) + self._rng.gauss(0, 0.2 * math.sqrt(step))
         traffic = traffic_intensity(hour, weekend)
-        pm25 = self.background_pm25 * math.exp(0.25 * self._weather) + 14 * traffic
+        episode = self.weather.at(now) + self._local
+        pm25 = self.background_pm25 * math.exp(0.25 * episode) + 14 * traffic
         pm25 *= self._rng.uniform(0.92, 1.08)
         pm10 = pm25 * self._rng.uniform(1.4, 1.8)
         no2 = 12 + 45 * traffic + self._rng.gauss(0, 3)
