@@ -61,7 +61,7 @@ def fleet_readings(streams: int, per_stream: int, seed: int = 1) -> ReadingColum
 
 
 def describe_mix(stage: DetectionStage, streams: int) -> None:
-    infos = []
+    infos: list[StreamInfo] = []
     device = 0
     while len(infos) < streams:
         family, sensor, metrics = MIX[device % len(MIX)]
@@ -129,15 +129,31 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
     rank[order] = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
     n = np.zeros(streams)
     level, spread, cadence, last = (np.zeros(streams) for _ in range(4))
-    slot_level, slot_spread, slot_n = (np.zeros((streams, 48)) for _ in range(3))
+    settled = np.zeros(streams, dtype=bool)
+    slots = np.zeros((streams, 48, 3))
     z_out = np.empty(ids.size)
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
+    hour = 3_600_000_000
+    floor = 1e-9
+
+    def slot_of_hour(hours: np.ndarray) -> np.ndarray:
+        slot: np.ndarray = hours % 24 + 24 * (((hours // 24 + 3) % 7) >= 5)
+        return slot
+
+    def view(s: np.ndarray, slot: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        other = np.where(slot < 24, slot + 24, slot - 24)
+        own, twin = slots[s, slot], slots[s, other]
+        own_warm, twin_warm = own[:, 2] >= cfg.slot_warm, twin[:, 2] >= cfg.slot_warm
+        offset = np.where(own_warm, own[:, 0], np.where(twin_warm, twin[:, 0], 0.0))
+        borrowed = 2 * np.maximum(twin[:, 1], sp)
+        typical = np.where(own_warm, own[:, 1], np.where(twin_warm, borrowed, sp))
+        return offset, typical
+
     for r in range(rank.max() + 1):
         pick = by_rank[bounds[r] : bounds[r + 1]]
-        s, x, ts = ids[pick], batch.values[pick], batch.ts_us[pick].astype(np.float64)
-        seconds = np.floor(ts / 1e6)
-        slot = ((seconds // 3600) % 24 + 24 * (((seconds // 86400 + 3) % 7) >= 5)).astype(np.int64)
+        s, x, ts_i = ids[pick], batch.values[pick].copy(), batch.ts_us[pick]
+        ts = ts_i.astype(np.float64)
         gap = (ts - last[s]) / 1e6
         seen = n[s] > 0
         c = np.where(
@@ -146,35 +162,77 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
             cadence[s] + 0.05 * (np.minimum(gap, 10 * cadence[s]) - cadence[s]),
         )
         cadence[s] = np.where(seen & (ts > last[s]), c, cadence[s])
-        first = ~seen
-        level[s] = np.where(first, x, level[s])
-        spread[s] = np.where(first, 0.0, spread[s])
-        lv, sp = level[s], spread[s]
-        so, ss, sc = slot_level[s, slot], slot_spread[s, slot], slot_n[s, slot]
-        warm_slot = sc >= cfg.slot_warm
-        offset = np.where(warm_slot, so, 0.0)
-        expected = lv + offset
-        typical = np.where(warm_slot, ss, sp)
-        sigma = np.maximum(1.2533 * typical, 1e-9 + 0.01 * np.abs(expected))
-        z = (x - expected) / sigma
+        level[s] = np.where(seen, level[s], x)
+        spread[s] = np.where(seen, spread[s], 0.0)
         warm = n[s] >= cfg.warmup_readings
-        weight = np.where(warm & (np.abs(z) > cfg.sustain_z), cfg.protect, 1.0)
-        a = np.maximum(1 / (n[s] + 1), np.minimum(0.5, cadence[s] / cfg.level_tau_s)) * weight
-        g_sigma = np.maximum(1.2533 * sp, 1e-9 + 0.01 * np.abs(lv))
-        d = np.where(warm, np.clip(x - offset - lv, -3 * g_sigma, 3 * g_sigma), x - offset - lv)
-        level[s] = lv + a * d
-        spread[s] = sp + a * (np.abs(d) - sp)
-        so = np.where(sc == 0, x - lv, so)
-        ss = np.where(sc == 0, sp, ss)
-        b = np.maximum(1 / (sc + 1), np.minimum(0.5, cadence[s] / cfg.slot_tau_s)) * weight
-        s_sigma = np.maximum(1.2533 * ss, 1e-9 + 0.01 * np.abs(lv + so))
-        sd = np.where(warm_slot, np.clip(x - lv - so, -3 * s_sigma, 3 * s_sigma), x - lv - so)
-        slot_level[s, slot] = so + b * sd
-        slot_spread[s, slot] = ss + b * (np.abs(sd) - ss)
-        slot_n[s, slot] = sc + 1
+        # Settle the streams whose warm-up ends now: hour means become offsets from the mean.
+        ending = s[warm & ~settled[s]]
+        if ending.size:
+            block = slots[ending]
+            learned = block[:, :, 2] > 0
+            block[:, :, 0] -= np.where(learned, level[ending, None], 0.0)
+            total = block[:, :, 2].sum(axis=1)
+            mean_spread = (block[:, :, 2] * block[:, :, 1]).sum(axis=1) / np.maximum(total, 1)
+            spread[ending] = np.where(total > 0, mean_spread, spread[ending])
+            slots[ending] = block
+            settled[ending] = True
+
+        # Warm-up rows: plain means (with the absurd-reading guard).
+        cold = ~warm
+        if cold.any():
+            sc_, xc, nc = s[cold], x[cold], n[s][cold]
+            lv = level[sc_]
+            limit = 20 * np.maximum(1.2533 * spread[sc_], floor + 0.01 * np.abs(lv))
+            xc = np.where(nc >= 5, np.clip(xc, lv - limit, lv + limit), xc)
+            slot = slot_of_hour(ts_i[cold] // hour)
+            cnt = slots[sc_, slot, 2]
+            lv = lv + (xc - lv) / (nc + 1)
+            level[sc_] = lv
+            spread[sc_] += (np.abs(xc - lv) - spread[sc_]) / (nc + 1)
+            mean = np.where(
+                cnt == 0, xc, slots[sc_, slot, 0] + (xc - slots[sc_, slot, 0]) / (cnt + 1)
+            )
+            slots[sc_, slot, 1] += (np.abs(xc - mean) - slots[sc_, slot, 1]) / (cnt + 1)
+            slots[sc_, slot, 0] = mean
+            slots[sc_, slot, 2] = cnt + 1
+
+        # Warm rows: interpolated seasonal expectation, robust z, protected learning.
+        if warm.any():
+            sw, xw, nw, tw = s[warm], x[warm], n[s][warm], ts_i[warm]
+            lv, sp, cad = level[sw], spread[sw], cadence[sw]
+            local = tw - hour // 2
+            hours = local // hour
+            wb = (local - hours * hour) / hour
+            wa = 1 - wb
+            sa, sb = slot_of_hour(hours), slot_of_hour(hours + 1)
+            oa, ta = view(sw, sa, sp)
+            ob, tb = view(sw, sb, sp)
+            offset = wa * oa + wb * ob
+            typical = wa * ta + wb * tb
+            expected = lv + offset
+            sigma = np.maximum(1.2533 * typical, floor + 0.01 * np.abs(expected))
+            z = (xw - expected) / sigma
+            weight = np.where(np.abs(z) > cfg.sustain_z, cfg.protect, 1.0)
+            a = np.maximum(1 / (nw + 1), np.minimum(0.5, cad / cfg.level_tau_s)) * weight
+            g_sigma = np.maximum(1.2533 * sp, floor + 0.01 * np.abs(lv))
+            d = np.clip(xw - offset - lv, -3 * g_sigma, 3 * g_sigma)
+            level[sw] = lv + a * d
+            spread[sw] = sp + a * (np.abs(d) - sp)
+            err = np.clip(xw - expected, -3 * sigma, 3 * sigma)
+            rate = np.minimum(0.5, cad / cfg.slot_tau_s)
+            for slot, w, o, t in ((sa, wa, oa, ta), (sb, wb, ob, tb)):
+                cnt = slots[sw, slot, 2]
+                fresh = cnt == 0
+                slots[sw, slot, 0] = np.where(fresh, o, slots[sw, slot, 0])
+                slots[sw, slot, 1] = np.where(fresh, np.maximum(t, sp), slots[sw, slot, 1])
+                step = np.maximum(1 / (cnt + 1), rate) * weight * w
+                slots[sw, slot, 0] += step * err
+                slots[sw, slot, 1] += step * (np.abs(err) - slots[sw, slot, 1])
+                slots[sw, slot, 2] = cnt + w
+            z_out[pick[warm]] = z
+        z_out[pick[cold]] = 0.0
         n[s] += 1
         last[s] = np.maximum(last[s], ts)
-        z_out[pick] = np.where(warm, z, 0.0)
     return z_out
 
 
@@ -206,8 +264,8 @@ def bench_river(batch: ReadingColumns, limit: int) -> float:
     def run() -> None:
         for x in values:
             features = {"x": x}
-            model.score_one(features)
-            model.learn_one(features)
+            model.score_one(features)  # type: ignore[no-untyped-call]
+            model.learn_one(features)  # type: ignore[no-untyped-call]
 
     return limit / timed(run, 1)
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from processing.config import kernel
+from processing.config import inline_kernel, kernel
 
 # core fields
 C_N = 0  # finite readings learned
@@ -49,6 +49,12 @@ C_NB_Z = 22
 C_SCORE = 23
 C_SMOOTH = 24  # unprotected 10-minute average, what neighbours compare
 C_FIRST_TS = 25  # µs of the first reading learned
+C_SETTLED = 26  # 1 once warm-up has ended and the hour means became offsets
+C_NB_TS = 27  # µs of the last comparison with warm neighbours
+C_CONG_Z = 28  # speed z averaged over about five minutes
+C_PAIR_START = 29  # local µs where the current pair of seasonal slots began (0: none yet)
+C_PAIR_A = 30
+C_PAIR_B = 31
 N_CORE = 32  # rows of 256 bytes, cache-line aligned; the rest is room to grow
 
 # params fields
@@ -124,6 +130,7 @@ S_NB_Z = 23
 S_NB_MIN = 24
 S_UTC_OFFSET = 25
 S_WARMUP_S = 26
+S_CONG_MEAN_Z = 27
 
 # event columns
 E_ROW = 0
@@ -138,18 +145,56 @@ N_EVENT = 8
 
 N_SLOTS = 48
 US = 1_000_000.0
+HOUR_US = 3_600_000_000
+WARM_UP_GUARD_FROM = 5  # readings before a warm-up reading can be judged absurd
+SMOOTH_S = 600.0  # window of the unprotected average (C_SMOOTH), seconds
+NB_FRESH_US = 600 * US  # a neighbour comparison this recent still speaks for the stream
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution -> its sigma
 
 
-@kernel
+@inline_kernel
 def slot_of(ts_us: float, utc_offset_s: float) -> int:
     """Seasonal slot: local hour of day, plus 24 on Saturdays and Sundays."""
-    hours = (int(ts_us) + int(utc_offset_s) * 1_000_000) // 3_600_000_000
+    hours = (int(ts_us) + int(utc_offset_s) * 1_000_000) // HOUR_US
+    return _slot_of_hour(hours)
+
+
+@inline_kernel
+def _slot_of_hour(hours: int) -> int:
     weekday = (hours // 24 + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     return hours % 24 + (24 if weekday >= 5 else 0)
 
 
-@kernel
+@inline_kernel
+def slot_pair(ts_us: float, utc_offset_s: float) -> tuple[int, int, float]:
+    """The two slots whose centres (half past each hour) surround ``ts_us``, and the later's weight.
+
+    The profile then changes linearly through the hour instead of in steps.
+    """
+    local = int(ts_us) + int(utc_offset_s) * 1_000_000 - HOUR_US // 2
+    hours = local // HOUR_US
+    weight = (local - hours * HOUR_US) / HOUR_US
+    return _slot_of_hour(hours), _slot_of_hour(hours + 1), weight
+
+
+@inline_kernel
+def slot_view(
+    slots: np.ndarray, r: int, s: int, spread: float, warm_count: float
+) -> tuple[float, float]:
+    """A slot's offset and spread, borrowed while the slot is not yet learned.
+
+    It borrows the same hour of the other kind of day with double the spread, or failing that
+    expects the level itself.
+    """
+    if slots[r, s, 2] >= warm_count:
+        return slots[r, s, 0], slots[r, s, 1]
+    other = s + 24 if s < 24 else s - 24
+    if slots[r, other, 2] >= warm_count:
+        return slots[r, other, 0], 2.0 * max(slots[r, other, 1], spread)
+    return 0.0, spread
+
+
+@inline_kernel
 def squash(z: float, half: float) -> float:
     """Map a non-negative strength to [0, 1), reaching 0.5 at ``half``."""
     z2 = z * z
@@ -157,7 +202,27 @@ def squash(z: float, half: float) -> float:
 
 
 @kernel
-def baseline_step(
+def settle(core: np.ndarray, slots: np.ndarray, r: int) -> None:
+    """End of warm-up: turn the learned hour means into offsets from the overall mean.
+
+    During warm-up every slot learns its own plain mean and the level the mean of everything, so
+    the first day's profile does not depend on a level that was itself still moving.
+    """
+    level = core[r, C_LEVEL]
+    weight = 0.0
+    spread = 0.0
+    for s in range(N_SLOTS):
+        count = slots[r, s, 2]
+        if count > 0:
+            slots[r, s, 0] -= level
+            spread += count * slots[r, s, 1]
+            weight += count
+    if weight > 0:
+        core[r, C_SPREAD] = spread / weight
+    core[r, C_SETTLED] = 1.0
+
+
+def _baseline_step(
     core: np.ndarray,
     slots: np.ndarray,
     params: np.ndarray,
@@ -171,58 +236,105 @@ def baseline_step(
     Returns the robust z-score (0 during warm-up). Stores expectation and sigma in ``core``.
     """
     n = core[r, C_N]
-    s = slot_of(ts, cfg[S_UTC_OFFSET])
     if n == 0:
         core[r, C_LEVEL] = x
         core[r, C_SPREAD] = 0.0
         core[r, C_FIRST_TS] = ts
+    warm = n >= cfg[S_WARMUP] and ts - core[r, C_FIRST_TS] >= cfg[S_WARMUP_S] * US
+    if warm and core[r, C_SETTLED] == 0:
+        settle(core, slots, r)
+    floor0 = params[r, P_FLOOR]
+    if not warm:
+        # Warm-up: plain means of everything and of each hour; nothing is scored. Only an absurd
+        # reading is held back (to 20 sigma), so one glitch cannot poison the first day.
+        s = slot_of(ts, cfg[S_UTC_OFFSET])
+        count = slots[r, s, 2]
+        if n >= WARM_UP_GUARD_FROM:
+            level = core[r, C_LEVEL]
+            limit = 20.0 * max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0 + 0.01 * abs(level))
+            x = min(max(x, level - limit), level + limit)
+        level = core[r, C_LEVEL] + (x - core[r, C_LEVEL]) / (n + 1.0)
+        core[r, C_LEVEL] = level
+        core[r, C_SPREAD] += (abs(x - level) - core[r, C_SPREAD]) / (n + 1.0)
+        mean = x if count == 0 else slots[r, s, 0] + (x - slots[r, s, 0]) / (count + 1.0)
+        slots[r, s, 1] += (abs(x - mean) - slots[r, s, 1]) / (count + 1.0)
+        slots[r, s, 0] = mean
+        slots[r, s, 2] = count + 1.0
+        core[r, C_N] = n + 1.0
+        expected = mean if count >= cfg[S_SLOT_WARM] else level
+        core[r, C_EXPECTED] = expected
+        core[r, C_SIGMA] = max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0 + 0.01 * abs(expected))
+        return 0.0
+
     level = core[r, C_LEVEL]
     spread = core[r, C_SPREAD]
-    count = slots[r, s, 2]
-    # The slot holds this hour's usual offset from the running level, so the expectation keeps
-    # the daily shape while following slow changes of the whole level (weather, seasons).
-    slot_warm = count >= cfg[S_SLOT_WARM]
-    offset = slots[r, s, 0] if slot_warm else 0.0
-    typical = slots[r, s, 1] if slot_warm else spread
+    # Each slot holds its hour's usual offset from the running level, so the expectation keeps
+    # the daily shape while following slow changes of the whole level (weather, seasons); between
+    # two slots' centres the offset is interpolated. The pair is remembered for the hour, as
+    # working it out takes integer divisions that would cost more than all the rest.
+    local = ts + cfg[S_UTC_OFFSET] * US - HOUR_US / 2
+    start = core[r, C_PAIR_START]
+    if local < start or local >= start + HOUR_US or start == 0.0:
+        sa, sb, wb = slot_pair(ts, cfg[S_UTC_OFFSET])
+        core[r, C_PAIR_START] = local - wb * HOUR_US
+        core[r, C_PAIR_A] = sa
+        core[r, C_PAIR_B] = sb
+    else:
+        sa = int(core[r, C_PAIR_A])
+        sb = int(core[r, C_PAIR_B])
+        wb = (local - start) / HOUR_US
+    wa = 1.0 - wb
+    oa, ta = slot_view(slots, r, sa, spread, cfg[S_SLOT_WARM])
+    ob, tb = slot_view(slots, r, sb, spread, cfg[S_SLOT_WARM])
+    offset = wa * oa + wb * ob
+    typical = wa * ta + wb * tb
     expected = level + offset
-    floor = params[r, P_FLOOR] + 0.01 * abs(expected)
-    sigma = max(MAD_TO_SIGMA * typical, floor)
-    z = (x - expected) / sigma
-    warm = n >= cfg[S_WARMUP] and ts - core[r, C_FIRST_TS] >= cfg[S_WARMUP_S] * US
+    sigma = max(MAD_TO_SIGMA * typical, floor0 + 0.01 * abs(expected))
+    z: float = (x - expected) / sigma
 
-    # Learn: running mean at first, then an exponential window of level_tau; beyond
-    # sustain_z the reading is probably the anomaly, so it barely teaches.
+    # Learn with an exponential window of level_tau; beyond sustain_z the reading is probably
+    # the anomaly, so it barely teaches, and no reading moves anything by more than 3 sigma.
     cadence = core[r, C_CADENCE]
-    weight = cfg[S_PROTECT] if warm and abs(z) > cfg[S_SUSTAIN_Z] else 1.0
-    a = max(1.0 / (n + 1.0), min(0.5, cadence / cfg[S_LEVEL_TAU])) * weight
-    g_sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.01 * abs(level))
-    d = x - offset - level
-    if warm:
-        d = min(max(d, -3.0 * g_sigma), 3.0 * g_sigma)
+    weight = cfg[S_PROTECT] if abs(z) > cfg[S_SUSTAIN_Z] else 1.0
+    a = min(0.5, cadence / cfg[S_LEVEL_TAU])
+    if (n + 1.0) * a < 1.0:  # still a running mean (a division only while it matters)
+        a = 1.0 / (n + 1.0)
+    a *= weight
+    g_sigma = max(MAD_TO_SIGMA * spread, floor0 + 0.01 * abs(level))
+    d = min(max(x - offset - level, -3.0 * g_sigma), 3.0 * g_sigma)
     core[r, C_LEVEL] = level + a * d
     core[r, C_SPREAD] = spread + a * (abs(d) - spread)
 
-    s_offset = slots[r, s, 0]
-    s_spread = slots[r, s, 1]
-    if count == 0:
-        s_offset = x - level
-        s_spread = spread
-    b = max(1.0 / (count + 1.0), min(0.5, cadence / cfg[S_SLOT_TAU])) * weight
-    s_sigma = max(MAD_TO_SIGMA * s_spread, params[r, P_FLOOR] + 0.01 * abs(level + s_offset))
-    sd = x - level - s_offset
-    if slot_warm:
-        sd = min(max(sd, -3.0 * s_sigma), 3.0 * s_sigma)
-    slots[r, s, 0] = s_offset + b * sd
-    slots[r, s, 1] = s_spread + b * (abs(sd) - s_spread)
-    slots[r, s, 2] = count + 1.0
+    # Both slots learn from the interpolated error, each in proportion to its weight.
+    err = min(max(x - expected, -3.0 * sigma), 3.0 * sigma)
+    slot_rate = min(0.5, cadence / cfg[S_SLOT_TAU])
+    for j in range(2):
+        s = sa if j == 0 else sb
+        w = wa if j == 0 else wb
+        count = slots[r, s, 2]
+        if count == 0:  # start from what it was borrowing
+            slots[r, s, 0] = oa if j == 0 else ob
+            slots[r, s, 1] = max(ta if j == 0 else tb, spread)
+        b = slot_rate if (count + 1.0) * slot_rate >= 1.0 else 1.0 / (count + 1.0)
+        b *= weight * w
+        slots[r, s, 0] += b * err
+        slots[r, s, 1] += b * (abs(err) - slots[r, s, 1])
+        slots[r, s, 2] = count + w
 
     core[r, C_N] = n + 1.0
     core[r, C_EXPECTED] = expected
     core[r, C_SIGMA] = sigma
-    return z if warm else 0.0
+    return z
 
 
-@kernel
+# The main detector alone inlines the step (its loop is nothing else, and the call would cost
+# more than the arithmetic); the fused stage kernel calls it, as inlining it there as well made
+# that large function slower.
+baseline_step = kernel(_baseline_step)
+baseline_step_inline = inline_kernel(_baseline_step)
+
+
+@inline_kernel
 def cadence_step(core: np.ndarray, r: int, gap_us: float) -> None:
     """Learn the interval between readings; one long gap (an outage) moves it only a little."""
     gap = gap_us / US
@@ -257,7 +369,7 @@ def baseline_kernel(
         last = core[r, C_LAST_TS]
         if core[r, C_N] > 0 and ts > last:
             cadence_step(core, r, ts - last)
-        out_z[i] = baseline_step(core, slots, params, cfg, r, ts, x)
+        out_z[i] = baseline_step_inline(core, slots, params, cfg, r, ts, x)
         if ts > last:
             core[r, C_LAST_TS] = ts
         core[r, C_LAST_X] = x
@@ -498,7 +610,13 @@ def stage_kernel(
             core[r, C_REPEAT_P] = p
         age = ts - core[r, C_FIRST_TS]
         warm = n > 0 and n >= cfg[S_WARMUP] and age >= cfg[S_WARMUP_S] * US
-        stuck = warm and run >= need and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
+        # A reading pinned at the top of the range is saturated (a full bin), not stuck.
+        stuck = (
+            warm
+            and run >= need
+            and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
+            and x < params[r, P_HI]
+        )
         stuck_score = squash(run / need, 1.0) if run >= cfg[S_STUCK_RUN] and warm else 0.0
 
         # Bins: a big drop is a collection round, not an anomaly; the level restarts there.
@@ -506,13 +624,15 @@ def stage_kernel(
         if metric == M_FILL and n > 0 and fresh and x - core[r, C_LAST_X] < -15.0:
             collected = True
             core[r, C_LEVEL] = x
+            core[r, C_SMOOTH] = x
             core[r, C_FILL_RATE] = 0.0
             core[r, C_CUSUM_POS] = 0.0
             core[r, C_CUSUM_NEG] = 0.0
 
         previous_level = core[r, C_LEVEL]
+        previous_smooth = core[r, C_SMOOTH]
         z = baseline_step(core, slots, params, cfg, r, ts, x)
-        smooth_a = max(1.0 / (n + 1.0), min(1.0, core[r, C_CADENCE] / 600.0))
+        smooth_a = max(1.0 / (n + 1.0), min(1.0, core[r, C_CADENCE] / SMOOTH_S))
         core[r, C_SMOOTH] = x if n == 0 else core[r, C_SMOOTH] + smooth_a * (x - core[r, C_SMOOTH])
         expected = core[r, C_EXPECTED]
         sigma = core[r, C_SIGMA]
@@ -533,8 +653,15 @@ def stage_kernel(
             occ_z = core[partner, C_LAST_Z]
             full = near and (occ_z >= cfg[S_CONG_OCC] or core[partner, C_LAST_X] >= 60.0)
             half = near and (occ_z >= cfg[S_CONG_OCC] / 2 or core[partner, C_LAST_X] >= 45.0)
-            congested = warm and z <= cfg[S_CONG_SPEED] and full
-            keep = warm and z <= cfg[S_CONG_SPEED] / 2 and half
+            # Slow: far below the usual for the hour, now or on average over about five minutes
+            # (a rush hour's speeds vary too much for one reading to say).
+            mean_a = min(1.0, core[r, C_CADENCE] / 300.0) if n > 0 else 1.0
+            zbar = core[r, C_CONG_Z] + mean_a * (z - core[r, C_CONG_Z])
+            core[r, C_CONG_Z] = zbar
+            slow = z <= cfg[S_CONG_SPEED] or zbar <= cfg[S_CONG_MEAN_Z]
+            slowish = z <= cfg[S_CONG_SPEED] / 2 or zbar <= cfg[S_CONG_MEAN_Z] / 2
+            congested = warm and slow and full
+            keep = warm and slowish and half
             n_events = condition_step(
                 conds,
                 events,
@@ -544,7 +671,7 @@ def stage_kernel(
                 ts,
                 congested,
                 keep,
-                squash(-z, 3.0) if congested else 0.0,
+                max(squash(-z, 3.0), 0.5) if congested else 0.0,
                 x,
                 expected,
                 sigma,
@@ -557,6 +684,8 @@ def stage_kernel(
             congestion_pending = conds[partner, K_CONGESTION, D_SINCE] > 0
 
         statistical = metric != M_FILL and not collected and not congestion_pending
+        # A shift the neighbours share (weather, a city-wide episode) is not this sensor's fault.
+        shared = ts - core[r, C_NB_TS] <= NB_FRESH_US and abs(core[r, C_NB_Z]) < cfg[S_NB_Z] / 2
         level_active = conds[r, K_LEVEL, D_ACTIVE] > 0
         spike_score = squash(abs(z), 4.5) if statistical else 0.0
         n_events = condition_step(
@@ -584,7 +713,7 @@ def stage_kernel(
             r,
             K_LEVEL,
             ts,
-            statistical and shift >= h,
+            statistical and shift >= h and not shared,
             shift >= h / 4,
             shift_score,
             x,
@@ -615,12 +744,14 @@ def stage_kernel(
         if metric == M_FILL:
             if n > 0 and fresh and not collected:
                 dt_h = (ts - last) / (3600 * US)
-                slope = (core[r, C_LEVEL] - previous_level) / dt_h if dt_h > 0 else 0.0
-                a = min(1.0, dt_h)
+                # The rate follows the 10-minute average (not the protected baseline, which is
+                # built for readings that return to normal, as a filling bin never does) with a
+                # 15-minute memory, so a bin filling fast is seen within minutes.
+                slope = (core[r, C_SMOOTH] - previous_smooth) / dt_h if dt_h > 0 else 0.0
+                a = min(1.0, 4.0 * dt_h)
                 core[r, C_FILL_RATE] += a * (slope - core[r, C_FILL_RATE])
             rate = core[r, C_FILL_RATE]
-            lag_h = cfg[S_LEVEL_TAU] / 3600.0
-            fill = max(x, core[r, C_LEVEL] + max(rate, 0.0) * lag_h)
+            fill = max(x, core[r, C_SMOOTH] + max(rate, 0.0) * SMOOTH_S / 3600.0)
             ttf = (100.0 - fill) / rate if rate > 0.1 else math.inf
             core[r, C_TTF_H] = max(ttf, 0.0)
             soon = fill >= cfg[S_FILL_SOON_FROM] and ttf <= cfg[S_FILL_SOON_H]
@@ -799,6 +930,8 @@ def neighbour_kernel(
             core[r, C_NB_SPREAD] = spread + a * (abs(offset - usual) - spread)
             core[r, C_NB_N] = seen + 1.0
             core[r, C_NB_Z] = z if warm else 0.0
+            if warm:
+                core[r, C_NB_TS] = now_us
             trigger = warm and abs(z) >= cfg[S_NB_Z]
             n_events = condition_step(
                 conds,

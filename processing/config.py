@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Final, TypeVar, cast
+from typing import Final, Literal, TypeVar, cast
 
 import numba
 import numpy as np
@@ -30,12 +30,26 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def kernel(function: F) -> F:
     """Compile ``function`` with :data:`JIT_OPTIONS` (a no-op under ``NUMBA_DISABLE_JIT=1``)."""
+    return _compile(function, "never")
+
+
+def inline_kernel(function: F) -> F:
+    """Like :func:`kernel`, and inlined where other kernels call it.
+
+    For the small per-reading steps: a call that passes whole state arrays costs more than the
+    arithmetic inside, and inlining lets the compiler keep each row's fields in registers.
+    """
+    return _compile(function, "always")
+
+
+def _compile(function: F, inline: Literal["never", "always"]) -> F:
     options = JIT_OPTIONS
     compiled = numba.njit(
         nogil=options["nogil"],
         cache=options["cache"],
         fastmath=options["fastmath"],
         boundscheck=options["boundscheck"],
+        inline=inline,
     )(function)
     return cast(F, compiled)
 
@@ -75,6 +89,8 @@ class DetectionSettings:
         utc_offset_s: The city's offset from UTC, for hour-of-day slots and sentences.
         warmup_s: Time a new stream learns for before its scores leave 0: a day, so every hour
             of the daily pattern has been seen once (0 for series of unknown rhythm).
+        congestion_mean_z: Speed z-score averaged over about five minutes (negative) that, with
+            high occupancy, is congestion where one reading's z varies too much to say.
     """
 
     warmup_readings: float = 30
@@ -104,6 +120,7 @@ class DetectionSettings:
     neighbour_min_members: float = 4
     utc_offset_s: float = 0.0
     warmup_s: float = 86_400
+    congestion_mean_z: float = -1.5
 
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""

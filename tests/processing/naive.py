@@ -24,13 +24,22 @@ def seasonal_slot(ts_us: int, utc_offset_s: float = 0.0) -> int:
     return hour + 24 * (weekday >= 5)
 
 
+def seasonal_pair(ts_us: int, utc_offset_s: float = 0.0) -> tuple[tuple[int, int], float]:
+    """The slots centred (at half past) just before and just after, and the later one's weight."""
+    half_hour_us = 1_800_000_000
+    before = ts_us - half_hour_us
+    fraction = (before + int(utc_offset_s) * 1_000_000) % 3_600_000_000 / 3_600_000_000
+    after = before + 2 * half_hour_us
+    return (seasonal_slot(before, utc_offset_s), seasonal_slot(after, utc_offset_s)), fraction
+
+
 @dataclass
 class Ewm:
     """A robust exponentially weighted level and mean absolute deviation."""
 
     level: float = 0.0
     spread: float = 0.0
-    count: int = 0
+    count: float = 0.0
 
 
 @dataclass
@@ -59,6 +68,7 @@ class NaiveStream:
     cadence: float = 0.0
     fast: Ewm = field(default_factory=Ewm)
     slots: dict[int, Ewm] = field(default_factory=dict)
+    settled: bool = False
     up: float = 0.0
     down: float = 0.0
     run: int = 0
@@ -71,33 +81,77 @@ class NaiveStream:
         return max(SIGMA_PER_MAD * spread, self.floor + 0.01 * abs(level))
 
     def baseline(self, ts: float, x: float) -> float:
-        """Score against the seasonal slot (or the fast level while the slot is young), learn."""
+        """Score against the seasonal profile, then learn; hour means until warm, then offsets."""
         cfg = self.settings
-        slot = self.slots.setdefault(seasonal_slot(int(ts), cfg.utc_offset_s), Ewm())
         if self.n == 0:
             self.fast = Ewm(x, 0.0)
             self.first_ts = ts
-        # The slot is this hour's usual offset from the running level.
-        young = slot.count < cfg.slot_warm
-        offset = 0.0 if young else slot.level
-        expected = self.fast.level + offset
-        spread = self.fast.spread if young else slot.spread
-        z = (x - expected) / self._sigma(spread, expected)
         warm = self.n >= cfg.warmup_readings and ts - self.first_ts >= cfg.warmup_s * 1e6
-        weight = cfg.protect if warm and abs(z) > cfg.sustain_z else 1.0
+        if not warm:
+            self._learn_warm_up(ts, x)
+            return 0.0
+        if not self.settled:
+            # From here on each slot is its hour's offset from the overall mean.
+            for slot in self.slots.values():
+                slot.level -= self.fast.level
+            total = sum(slot.count for slot in self.slots.values())
+            if total:
+                self.fast.spread = (
+                    sum(slot.count * slot.spread for slot in self.slots.values()) / total
+                )
+            self.settled = True
 
-        level_before, spread_before = self.fast.level, self.fast.spread
+        (early, late), late_weight = seasonal_pair(int(ts), cfg.utc_offset_s)
+        views = [self._view(early), self._view(late)]
+        weights = [1 - late_weight, late_weight]
+        offset = sum(w * v[0] for w, v in zip(weights, views, strict=True))
+        spread = sum(w * v[1] for w, v in zip(weights, views, strict=True))
+        expected = self.fast.level + offset
+        sigma = self._sigma(spread, expected)
+        z = (x - expected) / sigma
+        weight = cfg.protect if abs(z) > cfg.sustain_z else 1.0
+
+        level_sigma = self._sigma(self.fast.spread, self.fast.level)
+        spread_before = self.fast.spread
         rate = max(1 / (self.n + 1), min(0.5, self.cadence / cfg.level_tau_s)) * weight
-        sigma = self._sigma(self.fast.spread, self.fast.level)
-        self.fast = _learn(self.fast, x - offset, rate, warm, sigma)
-        if slot.count == 0:
-            slot.level, slot.spread = x - level_before, spread_before
-        slot_rate = max(1 / (slot.count + 1), min(0.5, self.cadence / cfg.slot_tau_s)) * weight
-        slot_sigma = self._sigma(slot.spread, level_before + slot.level)
-        learned = _learn(slot, x - level_before, slot_rate, not young, slot_sigma)
-        slot.level, slot.spread, slot.count = learned.level, learned.spread, slot.count + 1
+        error = min(max(x - expected, -3 * sigma), 3 * sigma)
+        self.fast = _learn(self.fast, x - offset, rate, True, level_sigma)
+        for key, (borrowed, borrowed_spread), share in zip(
+            (early, late), views, weights, strict=True
+        ):
+            slot = self.slots.setdefault(key, Ewm())
+            if slot.count == 0:
+                slot.level, slot.spread = borrowed, max(borrowed_spread, spread_before)
+            step = max(1 / (slot.count + 1), min(0.5, self.cadence / cfg.slot_tau_s))
+            step *= weight * share
+            slot.level += step * error
+            slot.spread += step * (abs(error) - slot.spread)
+            slot.count += share
         self.n += 1
-        return z if warm else 0.0
+        return z
+
+    def _learn_warm_up(self, ts: float, x: float) -> None:
+        slot = self.slots.setdefault(seasonal_slot(int(ts), self.settings.utc_offset_s), Ewm())
+        if self.n >= 5:  # an absurd reading is held to 20 sigma
+            limit = 20 * self._sigma(self.fast.spread, self.fast.level)
+            x = min(max(x, self.fast.level - limit), self.fast.level + limit)
+        self.fast.level += (x - self.fast.level) / (self.n + 1)
+        self.fast.spread += (abs(x - self.fast.level) - self.fast.spread) / (self.n + 1)
+        mean = x if slot.count == 0 else slot.level + (x - slot.level) / (slot.count + 1)
+        slot.spread += (abs(x - mean) - slot.spread) / (slot.count + 1)
+        slot.level, slot.count = mean, slot.count + 1
+        self.n += 1
+
+    def _view(self, key: int) -> tuple[float, float]:
+        """A learned slot, else the same hour of the other kind of day, else the level."""
+        warm = self.settings.slot_warm
+        slot = self.slots.get(key)
+        if slot is not None and slot.count >= warm:
+            return slot.level, slot.spread
+        twin = self.slots.get(key + 24 if key < 24 else key - 24)
+        if twin is not None and twin.count >= warm:
+            return twin.level, 2 * max(twin.spread, self.fast.spread)
+        return 0.0, self.fast.spread
 
     def step(self, ts: float, x: float) -> float:
         """One reading through every generic detector and condition; returns its score."""

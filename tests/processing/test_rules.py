@@ -1,0 +1,106 @@
+"""Behaviours of the whole stage that operators rely on, on small synthetic cities."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from processing.hook import ReadingColumns
+from processing.kinds import Kind
+from processing.stage import DetectionStage, Event
+from processing.streams import StreamInfo
+
+MONDAY = datetime(2026, 10, 5, tzinfo=UTC)
+MINUTE_US = 60_000_000
+
+
+def _run(
+    stage: DetectionStage, values: np.ndarray, *, start: datetime = MONDAY, sweep: bool = False
+) -> list[Event]:
+    """Feed ``values[step, stream]`` a minute apart; returns every transition."""
+    t0 = int(start.timestamp() * 1e6)
+    streams = np.arange(values.shape[1], dtype=np.int32)
+    events: list[Event] = []
+    for step in range(values.shape[0]):
+        ts = np.full(values.shape[1], t0 + step * MINUTE_US, np.int64)
+        stage.process(ReadingColumns(streams, ts, values[step]))
+        if sweep:
+            stage.sweep(start + timedelta(minutes=step), since=start)
+        events.extend(stage.drain())
+    return events
+
+
+def _opened(events: list[Event], kind: Kind) -> list[Event]:
+    return [e for e in events if e.kind is kind and e.opened]
+
+
+def test_a_daily_cycle_learned_on_the_first_day_raises_nothing_afterwards() -> None:
+    """The first day's profile is learned as hour means, so no hour is misjudged every night."""
+    rng = np.random.default_rng(5)
+    minutes = np.arange(4 * 1440)
+    hours = minutes / 60
+    temperature = 10 + 5 * np.cos(2 * np.pi * (hours - 15) / 24) + rng.normal(0, 0.2, minutes.size)
+    stage = DetectionStage()
+    stage.describe([StreamInfo(0, "aq-1", "aq", "temperature", "°C", "air", "north")])
+    events = _run(stage, temperature[:, None])
+    assert [e for e in events if e.opened] == []
+
+
+def _air_district(stations: int) -> DetectionStage:
+    stage = DetectionStage()
+    stage.describe(
+        [StreamInfo(i, f"aq-{i}", "aq", "pm2_5", "µg/m³", "air", "north") for i in range(stations)]
+    )
+    return stage
+
+
+def test_a_shift_the_whole_district_shares_is_weather_not_a_fault() -> None:
+    rng = np.random.default_rng(6)
+    steps, stations = 2 * 1440, 5
+    base = 12 + 2 * rng.normal(size=stations)
+    values = base * (1 + 0.04 * rng.normal(size=(steps, stations)))
+    episode = np.ones(steps)
+    episode[1500:1680] = np.linspace(1.0, 2.0, 180)  # doubling in three hours, everywhere
+    episode[1680:] = 2.0
+    values *= episode[:, None]
+    events = _run(_air_district(stations), values, sweep=True)
+    assert _opened(events, Kind.LEVEL_SHIFT) == []
+    assert _opened(events, Kind.NEIGHBOUR) == []
+
+
+def test_a_station_drifting_alone_is_a_fault() -> None:
+    rng = np.random.default_rng(7)
+    steps, stations = 2 * 1440, 5
+    base = 12 + 2 * rng.normal(size=stations)
+    values = base * (1 + 0.04 * rng.normal(size=(steps, stations)))
+    values[1500:, 2] += np.arange(steps - 1500) * 0.2  # 12 µg/m³ an hour, on one station only
+    events = _run(_air_district(stations), values, sweep=True)
+    faulty = {e.stream_id for e in _opened(events, Kind.LEVEL_SHIFT)}
+    faulty |= {e.stream_id for e in _opened(events, Kind.NEIGHBOUR)}
+    assert faulty == {2}
+
+
+def _bin() -> DetectionStage:
+    stage = DetectionStage()
+    stage.describe([StreamInfo(0, "wb-1", "bin", "fill_level", "%", "waste", "north")])
+    return stage
+
+
+def test_a_full_bin_reading_100_is_saturated_not_stuck() -> None:
+    rng = np.random.default_rng(8)
+    day = 40 + rng.normal(0, 0.8, 1440)
+    full = np.full(600, 100.0)
+    events = _run(_bin(), np.concatenate([day, np.linspace(40, 100, 300), full])[:, None])
+    assert _opened(events, Kind.STUCK) == []
+    assert _opened(events, Kind.OVERFLOW)
+
+
+def test_a_bin_filling_fast_warns_before_it_is_full() -> None:
+    rng = np.random.default_rng(9)
+    day = 40 + rng.normal(0, 0.8, 1440)
+    dumping = 60 + np.arange(40) * 1.0 + rng.normal(0, 0.8, 40)  # 60 % an hour: dumping
+    events = _run(_bin(), np.concatenate([day, dumping])[:, None])
+    warned = _opened(events, Kind.OVERFLOW)
+    assert warned
+    assert warned[0].value < 90  # warned by time-to-full, before the 90 % rule
