@@ -169,10 +169,11 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
         ending = s[warm & ~settled[s]]
         if ending.size:
             block = slots[ending]
-            learned = block[:, :, 2] > 0
-            block[:, :, 0] -= np.where(learned, level[ending, None], 0.0)
-            total = block[:, :, 2].sum(axis=1)
-            mean_spread = (block[:, :, 2] * block[:, :, 1]).sum(axis=1) / np.maximum(total, 1)
+            seen = block[:, :, 2] > 0
+            block[:, :, 0] -= np.where(seen, level[ending, None], 0.0)
+            counts = np.where(block[:, :, 2] >= cfg.slot_warm, block[:, :, 2], 0.0)
+            total = counts.sum(axis=1)
+            mean_spread = (counts * block[:, :, 1]).sum(axis=1) / np.maximum(total, 1)
             spread[ending] = np.where(total > 0, mean_spread, spread[ending])
             slots[ending] = block
             settled[ending] = True

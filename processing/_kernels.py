@@ -202,7 +202,7 @@ def squash(z: float, half: float) -> float:
 
 
 @kernel
-def settle(core: np.ndarray, slots: np.ndarray, r: int) -> None:
+def settle(core: np.ndarray, slots: np.ndarray, r: int, warm_count: float) -> None:
     """End of warm-up: turn the learned hour means into offsets from the overall mean.
 
     During warm-up every slot learns its own plain mean and the level the mean of everything, so
@@ -215,6 +215,7 @@ def settle(core: np.ndarray, slots: np.ndarray, r: int) -> None:
         count = slots[r, s, 2]
         if count > 0:
             slots[r, s, 0] -= level
+        if count >= warm_count:  # a slot of one or two readings knows nothing of spread
             spread += count * slots[r, s, 1]
             weight += count
     if weight > 0:
@@ -242,7 +243,7 @@ def _baseline_step(
         core[r, C_FIRST_TS] = ts
     warm = n >= cfg[S_WARMUP] and ts - core[r, C_FIRST_TS] >= cfg[S_WARMUP_S] * US
     if warm and core[r, C_SETTLED] == 0:
-        settle(core, slots, r)
+        settle(core, slots, r, cfg[S_SLOT_WARM])
     floor0 = params[r, P_FLOOR]
     if not warm:
         # Warm-up: plain means of everything and of each hour; nothing is scored. Only an absurd

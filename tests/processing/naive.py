@@ -94,11 +94,10 @@ class NaiveStream:
             # From here on each slot is its hour's offset from the overall mean.
             for slot in self.slots.values():
                 slot.level -= self.fast.level
-            total = sum(slot.count for slot in self.slots.values())
+            learned = [slot for slot in self.slots.values() if slot.count >= cfg.slot_warm]
+            total = sum(slot.count for slot in learned)
             if total:
-                self.fast.spread = (
-                    sum(slot.count * slot.spread for slot in self.slots.values()) / total
-                )
+                self.fast.spread = sum(slot.count * slot.spread for slot in learned) / total
             self.settled = True
 
         (early, late), late_weight = seasonal_pair(int(ts), cfg.utc_offset_s)
