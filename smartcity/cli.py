@@ -1,4 +1,4 @@
-"""``smartcity``: the server side's one command (demo, ingest, dashboard, migrate, check-config)."""
+"""``smartcity``: the server side's one command (demo, ingest, dashboard, migrate, devices...)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
     rejections.add_argument("--reason", help="only this reason code (see docs/contract.md)")
     rejections.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
     rejections.set_defaults(func=_rejections)
+
+    from smartcity import devices_cli  # noqa: PLC0415  # small: argument definitions only
+
+    devices_cli.add_parser(commands)
     return top
 
 
