@@ -9,7 +9,7 @@ PG_MAJOR="${PG_MAJOR:-15}"
 TSDB_SUITE="${TSDB_SUITE:-trixie}"
 CACHE_DIR="${SMARTCITY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartcity}"
 PACKAGES=(mosquitto "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" cmake gcc make xz-utils systemd
-          chromium chromium-driver openssl)
+          chromium chromium-driver openssl docker-compose)
 
 log() { printf '[install-test-deps] %s\n' "$*"; }
 
