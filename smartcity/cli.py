@@ -49,6 +49,12 @@ def _rejections(args: argparse.Namespace) -> int:
     return cli.run_rejections(args)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from smartcity import simulate  # noqa: PLC0415
+
+    return simulate.run(args)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from dashboard import cli  # noqa: PLC0415
 
@@ -91,6 +97,19 @@ def parser() -> argparse.ArgumentParser:
     rejections.add_argument("--reason", help="only this reason code (see docs/contract.md)")
     rejections.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
     rejections.set_defaults(func=_rejections)
+
+    sim = commands.add_parser("simulate", help="register and run a simulated fleet (trials)")
+    sim.add_argument("--config", help="ingest TOML configuration (for database_url)")
+    sim.add_argument("--devices", type=int, default=60, help="how many devices (default 60)")
+    sim.add_argument("--seed", type=int, default=1, help="layout and data seed (default 1)")
+    sim.add_argument("--broker", default="127.0.0.1:1883", help="host:port of the MQTT broker")
+    sim.add_argument("--username", help="broker account (the shipped ACL's 'simulator')")
+    sim.add_argument("--password-file", help="file holding that account's password")
+    sim.add_argument("--ca-file", help="CA certificate, to connect over TLS")
+    sim.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples")
+    sim.add_argument("--batch-interval", type=float, default=10.0, help="seconds between batches")
+    sim.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    sim.set_defaults(func=_simulate)
 
     from smartcity import devices_cli  # noqa: PLC0415  # small: argument definitions only
 

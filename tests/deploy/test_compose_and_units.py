@@ -92,7 +92,8 @@ def test_files_commands_and_ports_exist() -> None:
     stack = compose()
     for name, service in stack["services"].items():
         assert service.get("restart") == "unless-stopped", name
-        assert "healthcheck" in service, f"{name} has no health check"
+        # Trial tools (profiles) have no endpoint to probe; the services all do.
+        assert "healthcheck" in service or "profiles" in service, f"{name} has no health check"
         build = service.get("build")
         if build:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
@@ -162,3 +163,13 @@ def test_the_unit_is_hardened_and_runs_what_exists(name: str) -> None:
     if name == "ingest":  # numba needs a writable cache and W+X memory for its machine code
         assert service["MemoryDenyWriteExecute"] == "no"
         assert "NUMBA_CACHE_DIR=/var/cache/" + service["CacheDirectory"] in service["Environment"]
+
+
+def test_ingest_workers_share_the_load_under_their_own_session_ids() -> None:
+    workers = [s for n, s in compose()["services"].items() if s.get("command") == ["ingest"]]
+    assert len(workers) >= 2
+    ids = [w["environment"]["CITY_INGEST_CLIENT_ID"] for w in workers]
+    assert len(set(ids)) == len(ids)  # one id each, or they push each other off the broker
+    groups = {w["environment"]["CITY_INGEST_SHARED_GROUP"] for w in workers}
+    assert len(groups) == 1
+    assert all(w["environment"]["CITY_INGEST_MQTT_PROTOCOL"] == "5" for w in workers)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -203,3 +207,34 @@ def test_the_password_file_is_required(
     monkeypatch.delenv("CITY_BROKER_PASSWORD_FILE", raising=False)
     assert _devices(timescale_database, monkeypatch, "list") == 2
     assert "CITY_BROKER_PASSWORD_FILE" in capsys.readouterr().err
+
+
+async def test_the_trial_simulator_publishes_through_the_secured_broker(
+    secured: SecuredBroker, timescale_database: Database, tmp_path: Path
+) -> None:
+    dsn = timescale_database.dsn
+    secured.passwords.set("simulator", "simulator-secret")
+    secured.reload()
+    password_file = tmp_path / "simulator-password"
+    password_file.write_text("simulator-secret\n")
+    config = ingest_config(
+        BrokerAddress("127.0.0.1", secured.port), dsn,
+        broker_username="ingest", broker_password=INGEST_PASSWORD,
+    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "smartcity.cli_main", "simulate", "--devices", "3",
+        "--broker", f"127.0.0.1:{secured.port}", "--username", "simulator",
+        "--password-file", str(password_file), "--sample-interval", "0.5",
+        "--batch-interval", "1", "--duration", "4",
+    ]  # fmt: skip
+    async with running_ingest(config):
+        result = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "CITY_INGEST_DATABASE_URL": dsn},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+
+        def every_device_stored() -> bool:
+            return len({key[0] for key in stored_keys(dsn)}) == 3
+
+        assert await eventually(every_device_stored)
