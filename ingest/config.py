@@ -53,6 +53,8 @@ class IngestConfig:
         aqi_scheme: Air-quality index whose bands raise alerts (``daqi-2013``, ``eaqi-2021``).
         detection_warmup_s: How long a new stream learns before it can raise statistical alerts.
         city_timezone: IANA zone for hour-of-day patterns and the times in alert messages.
+        rollup_every_s: How often the 1-minute, 1-hour and 1-day rollups catch up with what was
+            stored (0 turns it off, for a deployment where another worker does it).
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -85,6 +87,7 @@ class IngestConfig:
     aqi_scheme: Literal["daqi-2013", "eaqi-2021"] = "daqi-2013"
     detection_warmup_s: float = 86_400.0
     city_timezone: str = "Europe/London"
+    rollup_every_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.receive_maximum <= 65_535:
@@ -102,6 +105,8 @@ class IngestConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.rollup_every_s < 0:
+            raise ValueError("rollup_every_s must be 0 (off) or positive")
         if any(c in self.alert_topic_prefix for c in "+#") or self.alert_topic_prefix.endswith("/"):
             raise ValueError("alert_topic_prefix must be a topic without wildcards or trailing /")
         try:

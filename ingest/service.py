@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from ingest import rollups
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
 from ingest.health import HealthServer
@@ -143,6 +144,8 @@ class IngestService:
                     )
                     group.create_task(self._watchdog(pool), name="watchdog")
                     group.create_task(self._report(), name="report")
+                    if config.rollup_every_s > 0:
+                        group.create_task(self._rollups(pool), name="rollups")
                     if self.detection is not None:
                         # Runs until the pipeline has drained, so the last batch's alerts land.
                         group.create_task(
@@ -189,6 +192,21 @@ class IngestService:
             self._set_stalled(True)
             quiet_since = time.monotonic()
             consumer.reconnect()
+
+    async def _rollups(self, pool: Pool) -> None:
+        """Bring the rollups up to date every ``rollup_every_s``, and once more at the end."""
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.config.rollup_every_s)
+            if self.stopping.is_set() and self.pipeline is not None:
+                await self.pipeline.drained.wait()
+            try:
+                async with pool.connection() as conn:
+                    await rollups.refresh_all(conn)
+            except Exception as exc:  # the dirty minutes stay marked: the next round does them
+                log.warning("rollup refresh failed, will retry: %s", exc)
+            if self.stopping.is_set():
+                return
 
     def _set_stalled(self, stalled: bool) -> None:
         self.stalled = stalled

@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from edge.contract import Status
+from ingest import rollups
 from ingest.columns import Columns, newest_per_stream
 from ingest.validate import Rejection
 from processing.hook import ReadingColumns
@@ -227,6 +228,9 @@ class PostgresStore:
                 if deduplicate:
                     await cur.execute(_INSERT_STAGED)
                     inserted = cur.rowcount
+                # In this transaction: a stored reading always reaches the rollups.
+                columns = batch.readings.arrays()
+                await rollups.mark_dirty(cur, columns.stream_ids, columns.ts_us)
             if batch.rejections:
                 async with cur.copy(_COPY_REJECTIONS) as copy:
                     for r in batch.rejections:
