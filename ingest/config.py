@@ -55,6 +55,8 @@ class IngestConfig:
         city_timezone: IANA zone for hour-of-day patterns and the times in alert messages.
         rollup_every_s: How often the 1-minute, 1-hour and 1-day rollups catch up with what was
             stored (0 turns it off, for a deployment where another worker does it).
+        rollup_settle_s: A minute is rolled up once it has been over this long, so the minute
+            still filling is not recomputed on every round (later readings mark it again).
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -88,6 +90,7 @@ class IngestConfig:
     detection_warmup_s: float = 86_400.0
     city_timezone: str = "Europe/London"
     rollup_every_s: float = 5.0
+    rollup_settle_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.receive_maximum <= 65_535:
@@ -105,8 +108,8 @@ class IngestConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
-        if self.rollup_every_s < 0:
-            raise ValueError("rollup_every_s must be 0 (off) or positive")
+        if self.rollup_every_s < 0 or self.rollup_settle_s < 0:
+            raise ValueError("rollup_every_s and rollup_settle_s must not be negative")
         if any(c in self.alert_topic_prefix for c in "+#") or self.alert_topic_prefix.endswith("/"):
             raise ValueError("alert_topic_prefix must be a topic without wildcards or trailing /")
         try:

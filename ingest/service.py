@@ -202,7 +202,7 @@ class IngestService:
                 await self.pipeline.drained.wait()
             try:
                 async with pool.connection() as conn:
-                    await rollups.refresh_all(conn)
+                    await rollups.refresh_all(conn, settle_s=self.config.rollup_settle_s)
             except Exception as exc:  # the dirty minutes stay marked: the next round does them
                 log.warning("rollup refresh failed, will retry: %s", exc)
             if self.stopping.is_set():

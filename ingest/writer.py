@@ -229,8 +229,7 @@ class PostgresStore:
                     await cur.execute(_INSERT_STAGED)
                     inserted = cur.rowcount
                 # In this transaction: a stored reading always reaches the rollups.
-                columns = batch.readings.arrays()
-                await rollups.mark_dirty(cur, columns.stream_ids, columns.ts_us)
+                await rollups.mark_dirty(cur, batch.readings.arrays().ts_us)
             if batch.rejections:
                 async with cur.copy(_COPY_REJECTIONS) as copy:
                     for r in batch.rejections:

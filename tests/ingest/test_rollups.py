@@ -87,7 +87,7 @@ async def test_rollups_equal_a_fresh_aggregate_after_shuffled_late_and_repeated_
     for batch in early:
         await store.write(WriteBatch(readings=batch))
     async with pool.connection() as conn:
-        assert await rollups.refresh_all(conn) > 0
+        assert await rollups.refresh_all(conn, settle_s=0) > 0
     assert_rollups_match(database.dsn)
 
     # Late readings for minutes, hours and a day already rolled up, then redeliveries.
@@ -96,7 +96,7 @@ async def test_rollups_equal_a_fresh_aggregate_after_shuffled_late_and_repeated_
     for batch in early[:5]:
         await store.write(WriteBatch(readings=batch))
     async with pool.connection() as conn:
-        await rollups.refresh_all(conn, limit=7)  # in many small steps
+        await rollups.refresh_all(conn, settle_s=0, limit=3)  # in many small steps
     assert_rollups_match(database.dsn)
     with psycopg.connect(database.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone() == (0,)
@@ -109,25 +109,24 @@ async def test_a_second_refresher_waits_its_turn(pool: Pool, database: Database)
         await store.write(WriteBatch(readings=batch))
     async with pool.connection() as first, pool.connection() as second, first.transaction():
         await first.execute("SELECT pg_advisory_xact_lock(%s)", (rollups._LOCK_KEY,))
-        assert (await rollups.refresh(second)).skipped
+        assert (await rollups.refresh(second, settle_s=0)).skipped
     async with pool.connection() as conn:
-        assert (await rollups.refresh(conn)).minutes > 0
+        assert (await rollups.refresh(conn, settle_s=0)).minutes > 0
     assert_rollups_match(database.dsn)
 
 
-def test_dirty_minutes_are_distinct_pairs() -> None:
+def test_dirty_minutes_are_the_distinct_minutes_of_a_batch() -> None:
     import numpy as np  # noqa: PLC0415
 
-    streams = np.array([1, 1, 2, 1], dtype=np.int32)
-    ts = np.array([0, 59_999_999, 1, 60_000_000], dtype=np.int64)
-    assert rollups.dirty_minutes(streams, ts) == ([1, 1, 2], [0, 1, 0])
+    ts = np.array([0, 59_999_999, 1, 60_000_000, -1], dtype=np.int64)
+    assert rollups.dirty_minutes(ts) == [-1, 0, 1]
 
 
 async def test_the_running_service_keeps_the_rollups_up_to_date(
     broker: BrokerAddress, database: Database, unique_site: str
 ) -> None:
     register(database.dsn, [("aq-0301", unique_site)])
-    config = ingest_config(broker, database.dsn, rollup_every_s=0.2)
+    config = ingest_config(broker, database.dsn, rollup_every_s=0.2, rollup_settle_s=0)
     async with running_ingest(config):
         messages = [
             (telemetry_topic(unique_site, "aq-0301"), batch_payload("aq-0301", seq, recent(), 3))
@@ -142,3 +141,17 @@ async def test_the_running_service_keeps_the_rollups_up_to_date(
 
         assert await eventually(rolled_up)
     assert_rollups_match(database.dsn)
+
+
+async def test_the_minute_still_filling_waits_until_it_has_settled(
+    pool: Pool, database: Database
+) -> None:
+    store = PostgresStore(pool)
+    ids = await store.streams({("aq-0001", "aq", "pm2_5"): "ug/m3"})
+    now = Columns()
+    now.append(next(iter(ids.values())), to_us(datetime.now(UTC)), 1.0)
+    await store.write(WriteBatch(readings=now))
+    async with pool.connection() as conn:
+        assert (await rollups.refresh(conn, settle_s=30)).minutes == 0
+    with psycopg.connect(database.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone() == (1,)
