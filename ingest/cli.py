@@ -7,11 +7,13 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 
 import psycopg
 
 from edge.errors import ConfigError
 from ingest import config as ingest_config
+from ingest import retention
 from ingest.logs import setup_logging
 from ingest.schema import MigrationError, migrate
 from ingest.service import IngestService
@@ -88,6 +90,26 @@ def run_rejections(args: argparse.Namespace) -> int:
         where = "whole message" if index is None else f"reading {index}"
         when = f"{received_at:%Y-%m-%d %H:%M:%S}"
         print(f"{when}  {device or '-':<16} {reason:<22} {where:<14} {detail}")
+    return 0
+
+
+def run_retention(args: argparse.Namespace) -> int:
+    """``smartcity retention``: drop what the retention policy no longer keeps, once."""
+    config = ingest_config.load(args.config)
+
+    async def once() -> retention.Dropped:
+        async with await psycopg.AsyncConnection.connect(config.database_url) as conn:
+            return await retention.apply(conn, config.retention(), now=datetime.now(UTC))
+
+    dropped = asyncio.run(once())
+    if dropped.skipped:
+        print("another retention run holds the lock; nothing done")
+        return 0
+    rollup_rows = ", ".join(f"{table} {rows:,}" for table, rows in dropped.rollup_rows.items())
+    print(
+        f"raw readings: {dropped.raw_chunks} chunks, {dropped.raw_rows:,} rows dropped;"
+        f" rollups: {rollup_rows or 'all kept'}"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 from edge.settings import load_settings, read_toml
+from ingest.retention import Retention
 
 ENV_PREFIX = "CITY_INGEST_"
 
@@ -57,6 +58,11 @@ class IngestConfig:
             stored (0 turns it off, for a deployment where another worker does it).
         rollup_settle_s: A minute is rolled up once it has been over this long, so the minute
             still filling is not recomputed on every round (later readings mark it again).
+        retention_raw_days: Days raw readings are kept (whole chunks dropped under TimescaleDB).
+        retention_minute_days: Days 1-minute rollups are kept.
+        retention_hour_days: Days 1-hour rollups are kept (0: for ever).
+        retention_day_days: Days 1-day rollups are kept (0: for ever).
+        retention_every_s: How often retention runs (0: never; ``smartcity retention`` then).
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -91,6 +97,11 @@ class IngestConfig:
     city_timezone: str = "Europe/London"
     rollup_every_s: float = 5.0
     rollup_settle_s: float = 30.0
+    retention_raw_days: int = 90
+    retention_minute_days: int = 730
+    retention_hour_days: int = 0
+    retention_day_days: int = 0
+    retention_every_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.receive_maximum <= 65_535:
@@ -108,6 +119,9 @@ class IngestConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        self.retention()  # refuses a policy that cannot hold
+        if self.retention_every_s < 0:
+            raise ValueError("retention_every_s must be 0 (never) or positive")
         if self.rollup_every_s < 0 or self.rollup_settle_s < 0:
             raise ValueError("rollup_every_s and rollup_settle_s must not be negative")
         if any(c in self.alert_topic_prefix for c in "+#") or self.alert_topic_prefix.endswith("/"):
@@ -116,6 +130,15 @@ class IngestConfig:
             ZoneInfo(self.city_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"city_timezone {self.city_timezone!r} is not a known zone") from None
+
+    def retention(self) -> Retention:
+        """The retention policy these settings describe."""
+        return Retention(
+            self.retention_raw_days,
+            self.retention_minute_days,
+            self.retention_hour_days,
+            self.retention_day_days,
+        )
 
     def __repr__(self) -> str:  # the password and the database URL's password stay out of logs
         return (

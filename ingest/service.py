@@ -7,13 +7,13 @@ import logging
 import ssl
 import time
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from ingest import rollups
+from ingest import retention, rollups
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
 from ingest.health import HealthServer
@@ -146,6 +146,8 @@ class IngestService:
                     group.create_task(self._report(), name="report")
                     if config.rollup_every_s > 0:
                         group.create_task(self._rollups(pool), name="rollups")
+                    if config.retention_every_s > 0:
+                        group.create_task(self._retention(pool), name="retention")
                     if self.detection is not None:
                         # Runs until the pipeline has drained, so the last batch's alerts land.
                         group.create_task(
@@ -207,6 +209,20 @@ class IngestService:
                 log.warning("rollup refresh failed, will retry: %s", exc)
             if self.stopping.is_set():
                 return
+
+    async def _retention(self, pool: Pool) -> None:
+        """Apply the retention policy at start and every ``retention_every_s``."""
+        policy = self.config.retention()
+        while not self.stopping.is_set():
+            try:
+                async with pool.connection() as conn:
+                    dropped = await retention.apply(conn, policy, now=datetime.now(UTC))
+                if dropped.raw_chunks or dropped.raw_rows or any(dropped.rollup_rows.values()):
+                    log.info("retention: %s", dropped)
+            except Exception as exc:  # nothing is lost by trying again later
+                log.warning("retention failed, will retry: %s", exc)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.config.retention_every_s)
 
     def _set_stalled(self, stalled: bool) -> None:
         self.stalled = stalled

@@ -55,6 +55,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return simulate.run(args)
 
 
+def _retention(args: argparse.Namespace) -> int:
+    from ingest import cli  # noqa: PLC0415
+
+    return cli.run_retention(args)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from dashboard import cli  # noqa: PLC0415
 
@@ -85,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
         ("ingest", _ingest, "run the ingest service"),
         ("migrate", _migrate, "bring the database schema up to date"),
         ("check-config", _check_config, "validate the ingest configuration and exit"),
+        ("retention", _retention, "drop what the retention policy no longer keeps, once"),
         ("dashboard", _dashboard, "serve the control room"),
     ):
         command = commands.add_parser(name, help=text)
