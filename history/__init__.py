@@ -1,0 +1,1 @@
+"""History for planners, the dashboard and the API: resolution choice, aggregation, gaps, charts."""

@@ -1,0 +1,224 @@
+"""The query layer the dashboard and the planner API share.
+
+It picks the coarsest stored resolution that still resolves the bucket asked for (raw readings,
+or the 1-minute, 1-hour or 1-day rollups), aggregates by time bucket and optionally by district,
+family or metric, and reports gaps (buckets without data) rather than hiding them. Everything is
+parameterised SQL; table names come from a fixed list.
+
+Examples:
+    >>> from datetime import timedelta
+    >>> pick_level(timedelta(hours=1)).table, pick_level(timedelta(seconds=30)).table
+    ('rollup_1h', 'readings')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from psycopg import AsyncConnection, sql
+
+Aggregate = Literal["mean", "min", "max", "count", "sum", "last"]
+GroupBy = Literal["stream", "site", "family", "metric"]
+
+AGGREGATES: Final[tuple[Aggregate, ...]] = ("mean", "min", "max", "count", "sum", "last")
+GROUPS: Final[tuple[GroupBy, ...]] = ("stream", "site", "family", "metric")
+MAX_BUCKETS: Final = 100_000  # a longer answer is a request for an export, not a query
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered as asked, with what would be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One stored resolution."""
+
+    table: str
+    step: timedelta  # zero for raw readings
+    # Each aggregate over this level's columns (raw readings have only ``value``).
+    columns: dict[str, str]
+
+
+_RAW: Final = Level(
+    "readings",
+    timedelta(0),
+    {
+        "n": "count(*)",
+        "total": "sum(value)",
+        "low": "min(value)",
+        "high": "max(value)",
+        "last_ts": "max(ts)",
+        "last_value": "(array_agg(value ORDER BY ts DESC))[1]",
+        "ts": "ts",
+    },
+)
+
+
+def _rollup(table: str, step: timedelta) -> Level:
+    return Level(
+        table,
+        step,
+        {
+            "n": "sum(n)",
+            "total": "sum(total)",
+            "low": "min(low)",
+            "high": "max(high)",
+            "last_ts": "max(last_ts)",
+            "last_value": "(array_agg(last_value ORDER BY last_ts DESC))[1]",
+            "ts": "bucket",
+        },
+    )
+
+
+LEVELS: Final = (
+    _rollup("rollup_1d", timedelta(days=1)),
+    _rollup("rollup_1h", timedelta(hours=1)),
+    _rollup("rollup_1m", timedelta(minutes=1)),
+    _RAW,
+)
+
+
+def pick_level(bucket: timedelta) -> Level:
+    """The coarsest stored resolution whose step divides ``bucket``."""
+    for level in LEVELS[:-1]:
+        if bucket >= level.step and bucket % level.step == timedelta(0):
+            return level
+    return _RAW
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One bucket of one group."""
+
+    group: str
+    bucket: datetime
+    value: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Aggregated buckets, the gaps, and where they came from."""
+
+    rows: list[Row]
+    gaps: dict[str, list[tuple[datetime, datetime]]]  # group: [(first empty, last empty)]
+    level: str
+
+
+_GROUP_COLUMN: Final = {
+    "stream": "s.stream_id::text",
+    "site": "d.site",
+    "family": "d.family",
+    "metric": "s.metric",
+}
+_FINAL: Final = {
+    "mean": "sum(total) / nullif(sum(n), 0)",
+    "min": "min(low)",
+    "max": "max(high)",
+    "count": "sum(n)::double precision",
+    "sum": "sum(total)",
+    "last": "(array_agg(last_value ORDER BY last_ts DESC))[1]",
+}
+
+
+async def aggregate(
+    conn: AsyncConnection[tuple[object, ...]],
+    *,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    aggregate: Aggregate = "mean",
+    group_by: GroupBy = "stream",
+    stream_ids: Sequence[int] | None = None,
+    sites: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> Answer:
+    """Buckets of ``bucket`` over [``start``, ``end``), per group, with the gaps.
+
+    Raises:
+        QueryError: A range, bucket, aggregate or grouping that cannot be answered.
+    """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("start and end need a time zone (use UTC, e.g. 2026-11-23T08:00Z)")
+    if end <= start:
+        raise QueryError("end must come after start")
+    if bucket < timedelta(seconds=1):
+        raise QueryError("bucket must be at least 1 second")
+    if (end - start) / bucket > MAX_BUCKETS:
+        raise QueryError(
+            f"{(end - start) / bucket:,.0f} buckets asked for; at most {MAX_BUCKETS:,}:"
+            " choose a larger bucket or export the data"
+        )
+    if aggregate not in AGGREGATES:
+        raise QueryError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+    if group_by not in GROUPS:
+        raise QueryError(f"group_by must be one of {', '.join(GROUPS)}")
+    level = pick_level(bucket)
+    inner = sql.SQL(
+        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot,"
+        " {n} AS n, {total} AS total, {low} AS low, {high} AS high, {last_ts} AS last_ts,"
+        " {last_value} AS last_value"
+        " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
+        " WHERE {ts} >= %(start)s AND {ts} < %(end)s"
+        " AND (%(streams)s::integer[] IS NULL OR f.stream_id = ANY(%(streams)s))"
+        " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
+        " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
+        " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
+        " GROUP BY 1, 2, f.stream_id"
+    ).format(
+        group=sql.SQL(_GROUP_COLUMN[group_by]),
+        ts=sql.SQL("f." + level.columns["ts"]),
+        table=sql.Identifier(level.table),
+        **{
+            name: sql.SQL(level.columns[name])
+            for name in ("n", "total", "low", "high", "last_ts", "last_value")
+        },
+    )
+    query = sql.SQL(
+        "SELECT grp, slot, {final}, sum(n)::bigint FROM ({inner}) per_stream"
+        " GROUP BY grp, slot ORDER BY grp, slot"
+    ).format(final=sql.SQL(_FINAL[aggregate]), inner=inner)
+    params = {
+        "bucket": bucket,
+        "origin": start,
+        "start": start,
+        "end": end,
+        "streams": list(stream_ids) if stream_ids is not None else None,
+        "sites": list(sites) if sites is not None else None,
+        "families": list(families) if families is not None else None,
+        "metrics": list(metrics) if metrics is not None else None,
+    }
+    cursor = await conn.execute(query, params)
+    rows = []
+    for group, slot, value, count in await cursor.fetchall():
+        assert isinstance(slot, datetime)
+        number = None if value is None else float(str(value))
+        rows.append(Row(str(group), slot, number, int(str(count))))
+    return Answer(rows, find_gaps(rows, start, end, bucket), level.table)
+
+
+def find_gaps(
+    rows: Sequence[Row], start: datetime, end: datetime, bucket: timedelta
+) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Per group, the runs of buckets in [start, end) that hold no data: (first, last)."""
+    slots = int((end - start) / bucket) + (1 if (end - start) % bucket else 0)
+    seen: dict[str, set[int]] = {}
+    for row in rows:
+        seen.setdefault(row.group, set()).add(int((row.bucket - start) / bucket))
+    gaps: dict[str, list[tuple[datetime, datetime]]] = {}
+    for group, present in seen.items():
+        runs: list[tuple[datetime, datetime]] = []
+        run_start: int | None = None
+        for index in range(slots + 1):
+            empty = index < slots and index not in present
+            if empty and run_start is None:
+                run_start = index
+            elif not empty and run_start is not None:
+                runs.append((start + run_start * bucket, start + (index - 1) * bucket))
+                run_start = None
+        gaps[group] = runs
+    return gaps

@@ -1,0 +1,176 @@
+"""The query layer on both databases: resolution, aggregation by group, gaps, bad requests."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from history.decimate import lttb
+from history.query import QueryError, aggregate, pick_level
+from ingest import rollups
+from ingest.columns import Columns
+from ingest.service import Pool, open_pool
+from ingest.validate import to_us
+from ingest.writer import PostgresStore, WriteBatch
+from tests.conftest import Database
+from tests.ingest.helpers import register
+
+START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+HOLE = (START + timedelta(minutes=70), START + timedelta(minutes=110))
+
+
+def _value(stream: int, t: datetime) -> float:
+    return 10.0 * stream + (t - START).total_seconds() / 600.0
+
+
+@pytest.fixture
+async def planted(database: Database) -> AsyncIterator[tuple[Pool, dict[str, int], Database]]:
+    """Two streams in two districts, a reading every 20 s for 3 hours; stream b has a hole."""
+    register(database.dsn, [("aq-0001", "north"), ("aq-0002", "south")])
+    async with open_pool(database.dsn) as pool:
+        await pool.wait(timeout=10)
+        store = PostgresStore(pool)
+        ids = await store.streams(
+            {("aq-0001", "aq", "pm2_5"): "ug/m3", ("aq-0002", "aq", "pm2_5"): "ug/m3"}
+        )
+        named = {"a": ids[("aq-0001", "aq", "pm2_5")], "b": ids[("aq-0002", "aq", "pm2_5")]}
+        columns = Columns()
+        for i in range(3 * 180):
+            t = START + timedelta(seconds=20 * i)
+            columns.append(named["a"], to_us(t), _value(1, t))
+            if not HOLE[0] <= t < HOLE[1]:
+                columns.append(named["b"], to_us(t), _value(2, t))
+        await store.write(WriteBatch(readings=columns))
+        async with pool.connection() as conn:
+            await rollups.refresh_all(conn, settle_s=0)
+        yield pool, named, database
+
+
+def _expected_means(stream: int, bucket: timedelta, hole: bool) -> list[float]:
+    means = []
+    t0 = START
+    while t0 < START + timedelta(hours=3):
+        values = [
+            _value(stream, t0 + timedelta(seconds=20 * k))
+            for k in range(int(bucket.total_seconds() // 20))
+            if not (hole and HOLE[0] <= t0 + timedelta(seconds=20 * k) < HOLE[1])
+        ]
+        if values:
+            means.append(statistics.fmean(values))
+        t0 += bucket
+    return means
+
+
+@pytest.mark.parametrize(
+    ("bucket", "table"),
+    [
+        (timedelta(hours=1), "rollup_1h"),
+        (timedelta(minutes=10), "rollup_1m"),
+        (timedelta(seconds=40), "readings"),
+    ],
+)
+async def test_means_per_stream_match_the_raw_data_at_every_resolution(
+    planted: tuple[Pool, dict[str, int], Database], bucket: timedelta, table: str
+) -> None:
+    pool, ids, _ = planted
+    async with pool.connection() as conn:
+        answer = await aggregate(conn, start=START, end=START + timedelta(hours=3), bucket=bucket)
+    assert answer.level == table
+    for name, stream, hole in (("a", 1, False), ("b", 2, True)):
+        got = [r.value for r in answer.rows if r.group == str(ids[name])]
+        assert got == pytest.approx(_expected_means(stream, bucket, hole))
+
+
+async def test_gaps_are_reported_not_hidden(planted: tuple[Pool, dict[str, int], Database]) -> None:
+    pool, ids, _ = planted
+    async with pool.connection() as conn:
+        answer = await aggregate(
+            conn, start=START, end=START + timedelta(hours=4), bucket=timedelta(minutes=10)
+        )
+    assert answer.gaps[str(ids["a"])] == [
+        (START + timedelta(hours=3), START + timedelta(minutes=230))
+    ]
+    assert answer.gaps[str(ids["b"])] == [
+        (START + timedelta(minutes=70), START + timedelta(minutes=100)),
+        (START + timedelta(hours=3), START + timedelta(minutes=230)),
+    ]
+
+
+async def test_grouping_by_district_and_filters(
+    planted: tuple[Pool, dict[str, int], Database],
+) -> None:
+    pool, _, _ = planted
+    async with pool.connection() as conn:
+        by_site = await aggregate(
+            conn, start=START, end=START + timedelta(hours=3), bucket=timedelta(hours=1),
+            group_by="site", aggregate="count",
+        )  # fmt: skip
+        north = await aggregate(
+            conn, start=START, end=START + timedelta(hours=3), bucket=timedelta(hours=1),
+            sites=["north"], aggregate="max",
+        )  # fmt: skip
+        injected = await aggregate(
+            conn, start=START, end=START + timedelta(hours=3), bucket=timedelta(hours=1),
+            sites=["north' OR '1'='1"],
+        )  # fmt: skip
+    counts = {(r.group, r.bucket): r.value for r in by_site.rows}
+    assert counts[("north", START)] == 180
+    assert counts[("south", START + timedelta(hours=1))] == 180 - 40 * 3
+    # Only stream a, whose last reading is its largest; stream b's are all above it.
+    assert max(r.value or 0 for r in north.rows) == pytest.approx(
+        _value(1, START + timedelta(hours=3, seconds=-20))
+    )
+    assert injected.rows == []  # a filter value is a value, never SQL
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"start": datetime(2026, 11, 20, 6, 0)}, "time zone"),
+        ({"end": START}, "after start"),
+        ({"bucket": timedelta(milliseconds=10)}, "at least 1 second"),
+        ({"bucket": timedelta(seconds=1), "end": START + timedelta(days=30)}, "buckets"),
+        ({"aggregate": "median"}, "aggregate must be"),
+        ({"group_by": "colour"}, "group_by must be"),
+    ],
+)
+async def test_bad_requests_are_refused_clearly(
+    planted: tuple[Pool, dict[str, int], Database], change: dict[str, object], message: str
+) -> None:
+    pool, _, _ = planted
+    request: dict[str, object] = {
+        "start": START, "end": START + timedelta(hours=1), "bucket": timedelta(minutes=5),
+    }  # fmt: skip
+    request.update(change)
+    async with pool.connection() as conn:
+        with pytest.raises(QueryError, match=message):
+            await aggregate(conn, **request)  # type: ignore[arg-type]
+
+
+def test_the_resolution_follows_the_bucket() -> None:
+    assert pick_level(timedelta(days=7)).table == "rollup_1d"
+    assert pick_level(timedelta(hours=6)).table == "rollup_1h"
+    assert pick_level(timedelta(minutes=90)).table == "rollup_1m"
+    assert pick_level(timedelta(seconds=90)).table == "readings"  # not whole minutes
+
+
+def test_decimation_keeps_the_ends_and_the_spikes() -> None:
+    rng = np.random.default_rng(3)
+    x = np.arange(100_000, dtype=np.float64)
+    y = rng.normal(0, 1, x.size)
+    y[[12_345, 77_777]] = [40.0, -40.0]
+    keep = lttb(x, y, 500)
+    assert keep.size == 500
+    assert keep[0] == 0
+    assert keep[-1] == x.size - 1
+    assert np.all(np.diff(keep) > 0)
+    assert {12_345, 77_777} <= set(keep.tolist())
+    assert lttb(x[:10], y[:10], 500).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="at least 3"):
+        lttb(x, y, 2)
+    with pytest.raises(ValueError, match="equal length"):
+        lttb(x, y[:-1], 100)
