@@ -118,7 +118,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     sim.set_defaults(func=_simulate)
 
-    from smartcity import devices_cli  # noqa: PLC0415  # small: argument definitions only
+    from smartcity import devices_cli, history_cli  # noqa: PLC0415  # argument definitions only
+
+    history_cli.add_parsers(commands)
 
     devices_cli.add_parser(commands)
     return top
