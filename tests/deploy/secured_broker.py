@@ -21,6 +21,7 @@ from tests.services._process import (
     hand_over,
     service_user,
     tail,
+    terminate,
     wait_for_port,
 )
 
@@ -134,13 +135,7 @@ class SecuredBroker:
     def stop(self) -> None:
         """Stop the broker."""
         process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        terminate(process)
 
     def cleanup(self) -> None:
         """Stop and remove the directory."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -11,21 +10,13 @@ import pytest
 from ingest import retention
 from ingest.config import IngestConfig
 from ingest.retention import Retention
-from ingest.service import Pool, open_pool
+from ingest.service import Pool
 from smartcity.cli import main
 from tests.conftest import Database
 from tests.ingest.helpers import register
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 POLICY = Retention(raw_days=90, minute_days=730)
-
-
-@pytest.fixture
-async def pool(database: Database) -> AsyncIterator[Pool]:
-    register(database.dsn, [("aq-0001", "centre")])
-    async with open_pool(database.dsn) as pool:
-        await pool.wait(timeout=10)
-        yield pool
 
 
 def _fill(dsn: str) -> int:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 
 from edge.topics import telemetry_topic
 from ingest import rollups
 from ingest.columns import Columns
-from ingest.service import Pool, open_pool
+from ingest.service import Pool
 from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
 from tests.conftest import BrokerAddress, Database
@@ -32,14 +30,6 @@ STORED = """
 SELECT stream_id, bucket, n, total, low, high, last_ts, last_value
 FROM {table} ORDER BY 1, 2
 """
-
-
-@pytest.fixture
-async def pool(database: Database) -> AsyncIterator[Pool]:
-    register(database.dsn, [("aq-0001", "centre"), ("aq-0002", "north")])
-    async with open_pool(database.dsn) as pool:
-        await pool.wait(timeout=10)
-        yield pool
 
 
 def _rounded(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:

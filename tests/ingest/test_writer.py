@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -10,21 +9,13 @@ import pytest
 
 from edge.contract import Status
 from ingest.columns import Columns
-from ingest.service import Pool, open_pool
+from ingest.service import Pool
 from ingest.validate import Rejection, to_us
 from ingest.writer import LiveState, PostgresStore, WriteBatch
 from tests.conftest import Database
-from tests.ingest.helpers import register, stored_keys
+from tests.ingest.helpers import stored_keys
 
 AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(database: Database) -> AsyncIterator[Pool]:
-    register(database.dsn, [("aq-0001", "centre"), ("aq-0002", "north")])
-    async with open_pool(database.dsn) as pool:
-        await pool.wait(timeout=10)
-        yield pool
 
 
 async def stream(store: PostgresStore, device: str = "aq-0001", metric: str = "pm2_5") -> int:

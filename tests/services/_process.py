@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -67,3 +69,15 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def terminate(process: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+    """Stop a service process (SIGTERM lets it save its state; ``kill`` does not), bounded."""
+    if process is None:
+        return
+    process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from tests.services._process import (
     hand_over,
     service_user,
     tail,
+    terminate,
     wait_for_port,
 )
 
@@ -70,14 +70,7 @@ class Mosquitto:
     def stop(self, *, kill: bool = False) -> None:
         """Stop the broker (SIGTERM saves its persistence file; ``kill`` does not)."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        terminate(process, kill=kill)
 
     def restart(self) -> None:
         """Stop and start again on the same port with the same persisted state."""
