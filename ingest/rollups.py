@@ -26,7 +26,7 @@ LEVELS: Final = (("rollup_1m", "1 minute"), ("rollup_1h", "1 hour"), ("rollup_1d
 _LOCK_KEY: Final = 0x526F6C6C  # "Roll"
 _MINUTE_US: Final = 60_000_000
 
-_MARK = (
+MARK_DIRTY = (  # parameter: the minute numbers since the epoch
     "INSERT INTO rollup_dirty (bucket) SELECT to_timestamp(m * 60) FROM unnest(%s::bigint[]) m"
     " ON CONFLICT DO NOTHING"
 )
@@ -110,7 +110,7 @@ async def mark_dirty(cur: AsyncCursor[tuple[object, ...]], ts_us: NDArray[np.int
     """Record the minutes a batch writes; call inside the transaction that stores it."""
     minutes = dirty_minutes(ts_us)
     if minutes:
-        await cur.execute(_MARK, (minutes,))
+        await cur.execute(MARK_DIRTY, (minutes,))
 
 
 async def refresh(

@@ -121,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     from smartcity import devices_cli, history_cli  # noqa: PLC0415  # argument definitions only
 
     history_cli.add_parsers(commands)
+    history_cli.add_import_parser(commands)
 
     devices_cli.add_parser(commands)
     return top

@@ -56,6 +56,40 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.set_defaults(func=run_export)
 
 
+def add_import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``import``."""
+    backfill = commands.add_parser("import", help="backfill readings from a CSV file")
+    backfill.add_argument("--config", help="TOML configuration (for database_url)")
+    backfill.add_argument("--input", type=Path, required=True, help="CSV as export writes it")
+    backfill.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Import, with a progress bar; list the refused lines with their reasons."""
+    import psycopg  # noqa: PLC0415
+
+    from history.importer import BackfillError, import_csv  # noqa: PLC0415
+
+    try:
+        lines = max(sum(1 for _ in args.input.open("rb")) - 1, 0)
+        bar = _ProgressBar(lines)
+        with psycopg.connect(_database_url(args)) as conn:
+            result = import_csv(conn, args.input, progress=lambda line: bar(line - 1))
+        bar.finish()
+    except (BackfillError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"imported {result.inserted:,} readings; {result.duplicates:,} were already stored;"
+        f" {len(result.rejected):,} lines refused"
+    )
+    for line, reason in result.rejected[:20]:
+        print(f"  line {line}: {reason}", file=sys.stderr)
+    if len(result.rejected) > 20:
+        print(f"  ... and {len(result.rejected) - 20:,} more", file=sys.stderr)
+    return 0
+
+
 def _database_url(args: argparse.Namespace) -> str:
     from ingest import config as ingest_config  # noqa: PLC0415
 
