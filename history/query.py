@@ -158,6 +158,7 @@ async def aggregate(
     if group_by not in GROUPS:
         raise QueryError(f"group_by must be one of {', '.join(GROUPS)}")
     level = pick_level(bucket)
+    query = _single_pass(level, group_by, aggregate) if aggregate != "last" else None
     inner = sql.SQL(
         "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot,"
         " {n} AS n, {total} AS total, {low} AS low, {high} AS high, {last_ts} AS last_ts,"
@@ -178,10 +179,11 @@ async def aggregate(
             for name in ("n", "total", "low", "high", "last_ts", "last_value")
         },
     )
-    query = sql.SQL(
-        "SELECT grp, slot, {final}, sum(n)::bigint FROM ({inner}) per_stream"
-        " GROUP BY grp, slot ORDER BY grp, slot"
-    ).format(final=sql.SQL(_FINAL[aggregate]), inner=inner)
+    if query is None:  # the last value needs each stream's last first
+        query = sql.SQL(
+            "SELECT grp, slot, {final}, sum(n)::bigint FROM ({inner}) per_stream"
+            " GROUP BY grp, slot ORDER BY grp, slot"
+        ).format(final=sql.SQL(_FINAL[aggregate]), inner=inner)
     params = {
         "bucket": bucket,
         "origin": start,
@@ -199,6 +201,38 @@ async def aggregate(
         number = None if value is None else float(str(value))
         rows.append(Row(str(group), slot, number, int(str(count))))
     return Answer(rows, find_gaps(rows, start, end, bucket), level.table)
+
+
+# Aggregates that combine across streams directly, over the level's own aggregate expressions.
+_DIRECT: Final = {
+    "mean": "({total}) / nullif({n}, 0)",
+    "min": "{low}",
+    "max": "{high}",
+    "count": "({n})::double precision",
+    "sum": "{total}",
+}
+
+
+def _single_pass(level: Level, group_by: GroupBy, aggregate: Aggregate) -> sql.Composed:
+    """One GROUP BY for every aggregate but ``last``: no per-stream pass, no ordered array."""
+    final = _DIRECT[aggregate].format(**level.columns)
+    return sql.SQL(
+        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot, {final},"
+        " ({n})::bigint"
+        " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
+        " WHERE {ts} >= %(start)s AND {ts} < %(end)s"
+        " AND (%(streams)s::integer[] IS NULL OR f.stream_id = ANY(%(streams)s))"
+        " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
+        " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
+        " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    ).format(
+        group=sql.SQL(_GROUP_COLUMN[group_by]),
+        ts=sql.SQL("f." + level.columns["ts"]),
+        table=sql.Identifier(level.table),
+        final=sql.SQL(final),
+        n=sql.SQL(level.columns["n"]),
+    )
 
 
 def find_gaps(

@@ -174,3 +174,44 @@ def test_decimation_keeps_the_ends_and_the_spikes() -> None:
         lttb(x, y, 2)
     with pytest.raises(ValueError, match="equal length"):
         lttb(x, y[:-1], 100)
+
+
+def _reference(how: str, values: list[float]) -> float:
+    match how:
+        case "mean":
+            return statistics.fmean(values)
+        case "min":
+            return min(values)
+        case "max":
+            return max(values)
+        case "count":
+            return float(len(values))
+        case "sum":
+            return sum(values)
+    return values[-1]
+
+
+@pytest.mark.parametrize("how", ["mean", "min", "max", "count", "sum", "last"])
+@pytest.mark.parametrize("bucket", [timedelta(hours=1), timedelta(seconds=40)])
+async def test_every_aggregate_by_district_matches_the_raw_data(
+    planted: tuple[Pool, dict[str, int], Database], how: str, bucket: timedelta
+) -> None:
+    pool, _, _ = planted
+    async with pool.connection() as conn:
+        answer = await aggregate(
+            conn, start=START, end=START + timedelta(hours=3), bucket=bucket,
+            aggregate=how, group_by="site",  # type: ignore[arg-type]
+        )  # fmt: skip
+    for site, stream, hole in (("north", 1, False), ("south", 2, True)):
+        expected = []
+        t0 = START
+        while t0 < START + timedelta(hours=3):
+            times = [
+                t0 + timedelta(seconds=20 * k) for k in range(int(bucket.total_seconds() // 20))
+            ]
+            values = [_value(stream, t) for t in times if not (hole and HOLE[0] <= t < HOLE[1])]
+            if values:
+                expected.append(_reference(how, values))
+            t0 += bucket
+        got = [r.value for r in answer.rows if r.group == site]
+        assert got == pytest.approx(expected)
