@@ -114,14 +114,6 @@ _GROUP_COLUMN: Final = {
     "family": "d.family",
     "metric": "s.metric",
 }
-_FINAL: Final = {
-    "mean": "sum(total) / nullif(sum(n), 0)",
-    "min": "min(low)",
-    "max": "max(high)",
-    "count": "sum(n)::double precision",
-    "sum": "sum(total)",
-    "last": "(array_agg(last_value ORDER BY last_ts DESC))[1]",
-}
 
 
 async def aggregate(
@@ -158,32 +150,10 @@ async def aggregate(
     if group_by not in GROUPS:
         raise QueryError(f"group_by must be one of {', '.join(GROUPS)}")
     level = pick_level(bucket)
-    query = _single_pass(level, group_by, aggregate) if aggregate != "last" else None
-    inner = sql.SQL(
-        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot,"
-        " {n} AS n, {total} AS total, {low} AS low, {high} AS high, {last_ts} AS last_ts,"
-        " {last_value} AS last_value"
-        " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
-        " WHERE {ts} >= %(start)s AND {ts} < %(end)s"
-        " AND (%(streams)s::integer[] IS NULL OR f.stream_id = ANY(%(streams)s))"
-        " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
-        " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
-        " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
-        " GROUP BY 1, 2, f.stream_id"
-    ).format(
-        group=sql.SQL(_GROUP_COLUMN[group_by]),
-        ts=sql.SQL("f." + level.columns["ts"]),
-        table=sql.Identifier(level.table),
-        **{
-            name: sql.SQL(level.columns[name])
-            for name in ("n", "total", "low", "high", "last_ts", "last_value")
-        },
-    )
-    if query is None:  # the last value needs each stream's last first
-        query = sql.SQL(
-            "SELECT grp, slot, {final}, sum(n)::bigint FROM ({inner}) per_stream"
-            " GROUP BY grp, slot ORDER BY grp, slot"
-        ).format(final=sql.SQL(_FINAL[aggregate]), inner=inner)
+    if aggregate == "last":
+        query = _per_stream_first(level, group_by)
+    else:
+        query = _single_pass(level, group_by, aggregate)
     params = {
         "bucket": bucket,
         "origin": start,
@@ -213,26 +183,45 @@ _DIRECT: Final = {
 }
 
 
-def _single_pass(level: Level, group_by: GroupBy, aggregate: Aggregate) -> sql.Composed:
-    """One GROUP BY for every aggregate but ``last``: no per-stream pass, no ordered array."""
-    final = _DIRECT[aggregate].format(**level.columns)
+def _selected(level: Level, group_by: GroupBy, columns: str, group: str) -> sql.Composed:
+    """``SELECT grp, slot, <columns>`` from the level's rows that pass the filters.
+
+    ``columns`` and ``group`` are built from this module's constants, never from a request.
+    """
     return sql.SQL(
-        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot, {final},"
-        " ({n})::bigint"
+        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot, {columns}"
         " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
         " WHERE {ts} >= %(start)s AND {ts} < %(end)s"
         " AND (%(streams)s::integer[] IS NULL OR f.stream_id = ANY(%(streams)s))"
         " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
         " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
         " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
+        " GROUP BY {grouping}"
     ).format(
         group=sql.SQL(_GROUP_COLUMN[group_by]),
         ts=sql.SQL("f." + level.columns["ts"]),
+        columns=sql.SQL(columns),
         table=sql.Identifier(level.table),
-        final=sql.SQL(final),
-        n=sql.SQL(level.columns["n"]),
+        grouping=sql.SQL(group),
     )
+
+
+def _single_pass(level: Level, group_by: GroupBy, aggregate: Aggregate) -> sql.Composed:
+    """One GROUP BY for every aggregate but ``last``: no per-stream pass, no ordered array."""
+    final = _DIRECT[aggregate].format(**level.columns)
+    columns = f"{final}, ({level.columns['n']})::bigint"
+    return _selected(level, group_by, columns, "1, 2 ORDER BY 1, 2")
+
+
+def _per_stream_first(level: Level, group_by: GroupBy) -> sql.Composed:
+    """The last value: each stream's last in each bucket first, then the group's."""
+    names = ("n", "total", "low", "high", "last_ts", "last_value")
+    columns = ", ".join(f"{level.columns[name]} AS {name}" for name in names)
+    inner = _selected(level, group_by, columns, "1, 2, f.stream_id")
+    return sql.SQL(
+        "SELECT grp, slot, (array_agg(last_value ORDER BY last_ts DESC))[1], sum(n)::bigint"
+        " FROM ({inner}) per_stream GROUP BY grp, slot ORDER BY grp, slot"
+    ).format(inner=inner)
 
 
 def find_gaps(
