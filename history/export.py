@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import numpy as np
 import psycopg
@@ -56,6 +56,9 @@ class Selection:
     sites: Sequence[str] | None = None
     devices: Sequence[str] | None = None
     metrics: Sequence[str] | None = None
+    # Keyset bounds for paging: rows from (time, stream_id) ``first`` on, before ``stop``.
+    first: tuple[datetime, int] | None = None
+    stop: tuple[datetime, int] | None = None
 
     def check(self) -> None:
         """Refuse a selection that cannot be answered."""
@@ -87,93 +90,125 @@ def _where(selection: Selection) -> tuple[sql.Composable, dict[str, object]]:
         "devices": list(selection.devices) if selection.devices is not None else None,
         "metrics": list(selection.metrics) if selection.metrics is not None else None,
     }
+    for name, key, operator in (("first", selection.first, ">="), ("stop", selection.stop, "<")):
+        if key is not None:
+            clause += sql.SQL(" AND ({time}, stream_id) {op} (%({t})s, %({s})s)").format(
+                time=time, op=sql.SQL(operator), t=sql.SQL(f"{name}_ts"), s=sql.SQL(f"{name}_id")
+            )
+            params[f"{name}_ts"], params[f"{name}_id"] = key
     return clause, params
 
 
 def count(conn: psycopg.Connection[tuple[object, ...]], selection: Selection) -> int:
     """How many rows :func:`export` will write (for a progress bar)."""
     selection.check()
-    where, params = _where(selection)
-    query = (
-        sql.SQL("SELECT count(*) FROM {} WHERE ").format(
-            sql.Identifier(_TABLES[selection.resolution])
-        )
-        + where
-    )
-    row = conn.execute(query, params).fetchone()
+    row = conn.execute(_select(selection, sql.SQL("count(*)")), _where(selection)[1]).fetchone()
     return int(str(row[0])) if row else 0
 
 
-def _labels(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, np.ndarray]:
-    rows = conn.execute(
-        "SELECT s.stream_id, s.device_id, d.site, s.sensor, s.metric, s.unit"
-        " FROM streams s JOIN devices d USING (device_id) ORDER BY s.stream_id"
-    ).fetchall()
+LABELS_QUERY: Final = (
+    "SELECT s.stream_id, s.device_id, d.site, s.sensor, s.metric, s.unit"
+    " FROM streams s JOIN devices d USING (device_id) ORDER BY s.stream_id"
+)
+_LABEL_NAMES: Final = ("device", "site", "sensor", "metric", "unit")
+
+
+def labels_from(rows: Sequence[Sequence[object]]) -> dict[str, np.ndarray]:
+    """Per label, an array indexed by stream_id, from the rows of :data:`LABELS_QUERY`."""
     size = max((int(str(r[0])) for r in rows), default=0) + 1
-    labels = {
-        name: np.full(size, "", dtype=object)
-        for name in ("device", "site", "sensor", "metric", "unit")
-    }
+    labels = {name: np.full(size, "", dtype=object) for name in _LABEL_NAMES}
     for stream_id, *texts in rows:
-        for name, text in zip(("device", "site", "sensor", "metric", "unit"), texts, strict=True):
+        for name, text in zip(_LABEL_NAMES, texts, strict=True):
             labels[name][int(str(stream_id))] = str(text)
     return labels
 
 
-def _record_batches(
-    conn: psycopg.Connection[tuple[object, ...]], selection: Selection
-) -> Iterator[pa.RecordBatch]:
-    columns = _columns(selection)
-    dtype = np.dtype(
-        [("fields", ">i2")]
-        + [item for name, _, kind in columns for item in ((f"len_{name}", ">i4"), (name, kind))]
-    )
-    where, params = _where(selection)
-    select = (
+def _select(selection: Selection, expressions: sql.Composable) -> sql.Composed:
+    where, _ = _where(selection)
+    return (
         sql.SQL("SELECT {} FROM {} WHERE ").format(
-            sql.SQL(", ").join(sql.SQL(expression) for _, expression, _ in columns),
-            sql.Identifier(_TABLES[selection.resolution]),
+            expressions, sql.Identifier(_TABLES[selection.resolution])
         )
         + where
-        + sql.SQL(" ORDER BY 1, 2")
     )
-    query = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select)
-    labels = _labels(conn)
-    with conn.cursor() as cur:
-        yield from _decoded(cur, query, params, (dtype, columns), labels)
+
+
+def copy_query(selection: Selection) -> tuple[sql.Composed, dict[str, object]]:
+    """``COPY (the selection in key order) TO STDOUT (FORMAT BINARY)`` and its parameters."""
+    selection.check()
+    expressions = sql.SQL(", ").join(sql.SQL(e) for _, e, _ in _columns(selection))
+    select = _select(selection, expressions) + sql.SQL(" ORDER BY 1, 2")
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select), _where(selection)[1]
+
+
+def page_end_query(selection: Selection, size: int) -> tuple[sql.Composed, dict[str, object]]:
+    """The key (time, stream_id) of the first row after a page of ``size`` rows, if any.
+
+    A page is then the selection with ``stop`` at that key, and the next page starts there.
+    """
+    selection.check()
+    time = sql.SQL(_columns(selection)[0][1])
+    keys = sql.SQL("{}, stream_id").format(time)
+    query = _select(selection, keys) + sql.SQL(" ORDER BY 1, 2 OFFSET %(page_size)s LIMIT 1")
+    return query, {**_where(selection)[1], "page_size": size}
 
 
 _BLOCK_BYTES: Final = 8 << 20  # decode and write in blocks of about 8 MB
 
 
-def _decoded(
-    cur: psycopg.Cursor[tuple[object, ...]],
-    query: sql.Composed,
-    params: dict[str, object],
-    layout: tuple[np.dtype, tuple[tuple[str, str, str], ...]],
-    labels: dict[str, np.ndarray],
+class Decoder:
+    """Binary COPY data in, labelled Arrow record batches out, a block of about 8 MB at a time.
+
+    It only decodes; whoever reads the COPY stream (sync or async) feeds it the chunks.
+    """
+
+    def __init__(self, selection: Selection, labels: dict[str, np.ndarray]) -> None:
+        self._columns = _columns(selection)
+        self._dtype = np.dtype(
+            [("fields", ">i2")]
+            + [
+                item
+                for name, _, kind in self._columns
+                for item in ((f"len_{name}", ">i4"), (name, kind))
+            ]
+        )
+        self._labels = labels
+        # libpq hands COPY data over about a row at a time: gather blocks before decoding.
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._leftover = b""
+        self._header_done = False
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> pa.RecordBatch | None:
+        """Take a chunk; return a batch once a block has gathered."""
+        self._parts.append(bytes(chunk))
+        self._size += len(chunk)
+        return self._block() if self._size >= _BLOCK_BYTES else None
+
+    def finish(self) -> pa.RecordBatch | None:
+        """The rows still gathered, at the end of the stream."""
+        return self._block()
+
+    def _block(self) -> pa.RecordBatch | None:
+        data = self._leftover + b"".join(self._parts)
+        self._parts, self._size = [], 0
+        rows, self._leftover, self._header_done = _take_rows(data, self._dtype, self._header_done)
+        return None if rows is None else _batch(rows, self._columns, self._labels)
+
+
+def _record_batches(
+    conn: psycopg.Connection[tuple[object, ...]], selection: Selection
 ) -> Iterator[pa.RecordBatch]:
-    dtype, columns = layout
-    # libpq hands COPY data over about a row at a time: gather blocks before decoding.
-    parts: list[bytes] = []
-    size = 0
-    leftover = b""
-    header_done = False
-    with cur.copy(query, params) as copy:
+    query, params = copy_query(selection)
+    decoder = Decoder(selection, labels_from(conn.execute(LABELS_QUERY).fetchall()))
+    with conn.cursor() as cur, cur.copy(query, params) as copy:
         for chunk in copy:
-            parts.append(bytes(chunk))
-            size += len(chunk)
-            if size < _BLOCK_BYTES:
-                continue
-            block, leftover, header_done = _take_rows(
-                leftover + b"".join(parts), dtype, header_done
-            )
-            parts, size = [], 0
-            if block is not None:
-                yield _batch(block, columns, labels)
-    block, _, _ = _take_rows(leftover + b"".join(parts), dtype, header_done)
-    if block is not None:
-        yield _batch(block, columns, labels)
+            batch = decoder.feed(chunk)
+            if batch is not None:
+                yield batch
+    batch = decoder.finish()
+    if batch is not None:
+        yield batch
 
 
 def _take_rows(
@@ -215,6 +250,46 @@ def _batch(
     return pa.RecordBatch.from_pydict(arrays)
 
 
+class Encoder:
+    """Record batches in, a CSV or Parquet file out, written to ``sink`` as they come.
+
+    ``sink`` is anything with ``write(bytes)``: an open file, or a buffer an HTTP response
+    drains after each batch.
+    """
+
+    def __init__(self, sink: BinaryIO, selection: Selection, file_format: Format) -> None:
+        if file_format not in ("csv", "parquet"):
+            raise ExportError("format must be csv or parquet")
+        self._sink = sink
+        self._selection = selection
+        self._format = file_format
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Write one batch."""
+        if self._format == "csv":
+            batch = _plain(batch)  # CSV has no dictionaries: the labels go out as text
+        if self._writer is None:
+            if self._format == "parquet":
+                self._writer = pq.ParquetWriter(self._sink, batch.schema, compression="zstd")
+            else:
+                self._writer = pa_csv.CSVWriter(self._sink, batch.schema)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        """Finish the file (an empty selection still makes a valid file with its columns)."""
+        if self._writer is not None:
+            self._writer.close()
+            return
+        table = pa.Table.from_pylist([], schema=_empty_schema(self._selection))
+        if self._format == "parquet":
+            pq.write_table(table, self._sink)
+        else:
+            pa_csv.write_csv(table, self._sink)
+
+
 def export(
     conn: psycopg.Connection[tuple[object, ...]],
     selection: Selection,
@@ -225,49 +300,29 @@ def export(
 ) -> int:
     """Write the selected rows to ``path``; returns how many. ``progress`` gets rows so far."""
     selection.check()
-    if file_format not in ("csv", "parquet"):
-        raise ExportError("format must be csv or parquet")
-    written = 0
-    writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
-    try:
+    with path.open("wb") as sink:
+        encoder = Encoder(sink, selection, file_format)
         for batch in _record_batches(conn, selection):
-            if writer is None:
-                if file_format == "parquet":
-                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
-                else:
-                    writer = pa_csv.CSVWriter(path, _plain(batch).schema)
-            writer.write_batch(batch if file_format == "parquet" else _plain(batch))
-            written += batch.num_rows
+            encoder.add(batch)
             if progress is not None:
-                progress(written)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:  # nothing selected: still a valid, empty file
-        _write_empty(path, selection, file_format)
-    return written
+                progress(encoder.rows)
+        encoder.close()
+    return encoder.rows
 
 
 def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
-    # CSV has no dictionaries: the labels go out as text.
     return pa.RecordBatch.from_arrays(
         [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns],
         names=batch.schema.names,
     )
 
 
-def _write_empty(path: Path, selection: Selection, file_format: Format) -> None:
+def _empty_schema(selection: Selection) -> pa.Schema:
     columns = _columns(selection)
     fields = [pa.field(columns[0][0], pa.timestamp("us", tz="UTC"))]
-    fields += [
-        pa.field(name, pa.string()) for name in ("device", "site", "sensor", "metric", "unit")
-    ]
+    fields += [pa.field(name, pa.string()) for name in _LABEL_NAMES]
     fields += [
         pa.field(name, pa.from_numpy_dtype(np.dtype(kind).newbyteorder("=")))
         for name, _, kind in columns[1:]
     ]
-    table = pa.Table.from_pylist([], schema=pa.schema(fields))
-    if file_format == "parquet":
-        pq.write_table(table, path)
-    else:
-        pa_csv.write_csv(table, path)
+    return pa.schema(fields)
