@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
+from typing import Final, Literal, Protocol
 
 import numpy as np
 import psycopg
@@ -250,6 +250,13 @@ def _batch(
     return pa.RecordBatch.from_pydict(arrays)
 
 
+class Sink(Protocol):
+    """Where an encoder writes: a file, or a buffer an HTTP response drains."""
+
+    def write(self, data: bytes, /) -> int:
+        """Take ``data``; return how many bytes were taken."""
+
+
 class Encoder:
     """Record batches in, a CSV or Parquet file out, written to ``sink`` as they come.
 
@@ -257,7 +264,7 @@ class Encoder:
     drains after each batch.
     """
 
-    def __init__(self, sink: BinaryIO, selection: Selection, file_format: Format) -> None:
+    def __init__(self, sink: Sink, selection: Selection, file_format: Format) -> None:
         if file_format not in ("csv", "parquet"):
             raise ExportError("format must be csv or parquet")
         self._sink = sink

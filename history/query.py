@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,21 @@ MAX_BUCKETS: Final = 100_000  # a longer answer is a request for an export, not 
 
 class QueryError(ValueError):
     """A query that cannot be answered as asked, with what would be."""
+
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+BUCKET_PATTERN: Final = r"^[1-9][0-9]{0,5}[smhd]$"
+
+
+def parse_bucket(text: str) -> timedelta:
+    """A bucket written like ``30s``, ``10m``, ``1h`` or ``7d``.
+
+    >>> parse_bucket("15m")
+    datetime.timedelta(seconds=900)
+    """
+    if re.fullmatch(BUCKET_PATTERN, text) is None:
+        raise QueryError(f"{text[:20]!r} is not a bucket like 30s, 10m, 1h or 1d")
+    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     return cli.run_dashboard(args)
 
 
+def _api(args: argparse.Namespace) -> int:
+    from api import cli  # noqa: PLC0415
+
+    return cli.run_api(args)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="smartcity", description=__doc__)
@@ -93,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
         ("check-config", _check_config, "validate the ingest configuration and exit"),
         ("retention", _retention, "drop what the retention policy no longer keeps, once"),
         ("dashboard", _dashboard, "serve the control room"),
+        ("api", _api, "serve the planner HTTP API"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", help="TOML configuration file (environment overrides)")
@@ -118,12 +125,14 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     sim.set_defaults(func=_simulate)
 
-    from smartcity import devices_cli, history_cli  # noqa: PLC0415  # argument definitions only
+    from api import cli as api_cli  # noqa: PLC0415  # argument definitions only
+    from smartcity import devices_cli, history_cli  # noqa: PLC0415
 
     history_cli.add_parsers(commands)
     history_cli.add_import_parser(commands)
 
     devices_cli.add_parser(commands)
+    api_cli.add_tokens_parser(commands)
     return top
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_time(text: str) -> datetime:
@@ -26,10 +23,13 @@ def parse_time(text: str) -> datetime:
 
 def parse_bucket(text: str) -> timedelta:
     """A bucket such as ``30s``, ``10m``, ``1h`` or ``1d``."""
-    match = re.fullmatch(r"(\d+)([smhd])", text)
-    if match is None or int(match[1]) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a bucket like 30s, 10m, 1h or 1d")
-    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    from history.query import QueryError  # noqa: PLC0415
+    from history.query import parse_bucket as parse  # noqa: PLC0415
+
+    try:
+        return parse(text)
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

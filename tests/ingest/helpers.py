@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from edge.contract import Batch, Reading, encode_batch
 from ingest.registry import DeviceRecord, register_devices
@@ -79,3 +82,16 @@ def publish_all(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def member_of(dsn: str, role: str) -> str:
+    """A new login user in the group ``role`` (made by the admin at ``dsn``); its DSN."""
+    user = f"{role.removeprefix('smartcity_')}_{secrets.token_hex(3)}"
+    password = secrets.token_urlsafe(12)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(user), sql.Literal(password), sql.Identifier(role)
+            )
+        )
+    return make_conninfo(dsn, user=user, password=password)

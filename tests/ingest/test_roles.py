@@ -4,31 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from edge.topics import telemetry_topic
 from tests.conftest import BrokerAddress, Database
-from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
+from tests.ingest.helpers import (
+    batch_payload,
+    member_of,
+    publish_all,
+    recent,
+    register,
+    stored_keys,
+)
 from tests.ingest.running import eventually, ingest_config, running_ingest
 
 
 def _member_of(database: Database, role: str) -> str:
-    """A new login user in ``role``; its connection string."""
-    user = f"{role.removeprefix('smartcity_')}_{secrets.token_hex(3)}"
-    password = secrets.token_urlsafe(12)
-    with psycopg.connect(database.dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                psycopg.sql.Identifier(user),
-                psycopg.sql.Literal(password),
-                psycopg.sql.Identifier(role),
-            )
-        )
-    return make_conninfo(database.dsn, user=user, password=password)
+    return member_of(database.dsn, role)
 
 
 @pytest.fixture

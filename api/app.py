@@ -1,0 +1,85 @@
+"""The planner API application: routes, authentication, and errors that say what to change."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+
+from api import catalog, exports, sensorthings, series, standards
+from api.config import ApiConfig
+from history.export import ExportError
+from history.query import QueryError
+from history.sensorthings import SensorThingsError
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+History, exports and open-data views of the city's telemetry for planners and analysts.
+
+Every route but `/health` needs `Authorization: Bearer <token>`; an administrator makes tokens
+with `smartcity tokens add NAME --role planner|operator|technician|admin`. Planners and
+administrators may export; operators read history; technicians read the catalogue.
+Lists are paged with an opaque `cursor` (follow `next`); exports have no row cap.
+"""
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    """The application; its connection pool opens and closes with it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            config.database_url, min_size=1, max_size=config.pool_size, open=False
+        )
+        await pool.open()
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="City telemetry planner API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    for router in (catalog.router, series.router, exports.router, standards.router,
+                   sensorthings.router):  # fmt: skip
+        app.include_router(router)
+
+    @app.get("/health", tags=["service"], summary="Liveness and database reachability")
+    async def health(request: Request) -> dict[str, str]:
+        async with request.app.state.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        return {"status": "ok"}
+
+    app.add_exception_handler(QueryError, _bad_request)
+    app.add_exception_handler(ExportError, _bad_request)
+    app.add_exception_handler(SensorThingsError, _bad_request)
+    app.add_exception_handler(psycopg.DataError, _bad_value)
+    app.add_exception_handler(psycopg.OperationalError, _unavailable)
+    return app
+
+
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (a date beyond its range, a NUL in text): the request's
+    # fault. Its message names the value, not the query.
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return JSONResponse({"detail": f"a parameter is not valid: {first_line}"}, status_code=400)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse({"detail": "the database is unavailable; try again"}, status_code=503)

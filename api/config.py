@@ -1,0 +1,61 @@
+"""API settings: an ``[api]`` TOML table, ``CITY_API_*`` variables, secrets from files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge.errors import ConfigError
+from edge.settings import load_settings, read_toml
+
+ENV_PREFIX = "CITY_API_"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """What the planner API needs.
+
+    Attributes:
+        database_url: libpq connection string of a login in the ``smartcity_api`` role.
+        host: Interface to listen on.
+        port: Port to listen on (0: any free port).
+        public_url: How clients reach the API (for paging links); empty: from each request.
+        pool_size: Database connections kept open (an export holds one while it streams).
+        log_level: Python logging level name.
+    """
+
+    database_url: str = "postgresql:///smartcity"
+    host: str = "127.0.0.1"
+    port: int = 8060
+    public_url: str = ""
+    pool_size: int = 8
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65_536:
+            raise ValueError("port must be within 0..65535 (0: any free port)")
+        if self.pool_size < 2:
+            raise ValueError("pool_size must be at least 2")
+
+    def __repr__(self) -> str:  # the database URL may carry a password
+        return f"ApiConfig(host={self.host!r}, port={self.port}, pool_size={self.pool_size})"
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> ApiConfig:
+    """Load the settings from ``path`` (TOML, ``[api]`` table) and the environment."""
+    table: dict[str, Any] = {}
+    if path is not None:
+        document = read_toml(path)
+        unknown = set(document) - {"api"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [api]")
+        table = document.get("api", {})
+    return load_settings(
+        ApiConfig,
+        table,
+        env=os.environ if env is None else env,
+        prefix=ENV_PREFIX,
+        source=path or "environment",
+    )

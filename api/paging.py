@@ -1,0 +1,106 @@
+"""Opaque cursors for keyset paging, and the page shape every list returns.
+
+A cursor is the key of the first row of the next page, base64url-encoded JSON; clients pass it
+back unchanged. A cursor that does not decode to the expected key is a 400, never a 500.
+
+Examples:
+    >>> from datetime import datetime, timezone
+    >>> key = (datetime(2026, 11, 23, tzinfo=timezone.utc), 7)
+    >>> decode_time_key(encode([key[0].isoformat(), key[1]])) == key
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from fastapi import HTTPException, Request, status
+from pydantic import BaseModel
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list; ``next`` is the URL of the following page (absent on the last)."""
+
+    items: list[Item]
+    next_cursor: str | None = None
+    next: str | None = None
+
+
+def encode(key: list[object]) -> str:
+    """The cursor for ``key``."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> list[object]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise _bad_cursor() from exc
+    if not isinstance(key, list):
+        raise _bad_cursor()
+    return key
+
+
+def _bad_cursor() -> HTTPException:
+    return HTTPException(
+        status.HTTP_400_BAD_REQUEST, "cursor is not one this API gave out; start without it"
+    )
+
+
+def decode_text_key(cursor: str) -> str:
+    """A cursor holding one text key."""
+    key = _decode(cursor)
+    if len(key) != 1 or not isinstance(key[0], str):
+        raise _bad_cursor()
+    return key[0]
+
+
+def decode_int_key(cursor: str) -> int:
+    """A cursor holding one integer key (ids fit in a bigint)."""
+    key = _decode(cursor)
+    if len(key) != 1 or type(key[0]) is not int or not 0 <= key[0] < 2**63:
+        raise _bad_cursor()
+    return key[0]
+
+
+def decode_time_key(cursor: str) -> tuple[datetime, int]:
+    """A cursor holding (time with zone, stream id)."""
+    key = _decode(cursor)
+    if len(key) != 2 or not isinstance(key[0], str) or type(key[1]) is not int:
+        raise _bad_cursor()
+    try:
+        moment = datetime.fromisoformat(key[0])
+    except ValueError as exc:
+        raise _bad_cursor() from exc
+    if moment.tzinfo is None or not 0 <= key[1] < 2**31:
+        raise _bad_cursor()
+    return moment, key[1]
+
+
+def next_url(request: Request, public_url: str, cursor: str) -> str:
+    """The request's URL with ``cursor`` replaced."""
+    url = request.url.include_query_params(cursor=cursor)
+    if public_url:
+        return public_url.rstrip("/") + url.path + ("?" + url.query if url.query else "")
+    return str(url)
+
+
+def page(
+    request: Request, items: Sequence[Item], limit: int, key: Callable[[Item], list[object]]
+) -> Page[Item]:
+    """The first ``limit`` items; the one beyond, if fetched, is where the next page starts."""
+    if len(items) <= limit:
+        return Page(items=list(items))
+    cursor = encode(key(items[limit]))
+    return Page(
+        items=list(items[:limit]),
+        next_cursor=cursor,
+        next=next_url(request, request.app.state.config.public_url, cursor),
+    )
