@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import AsyncConnectionPool
 
 from api import catalog, exports, sensorthings, series, standards
@@ -60,6 +60,15 @@ def create_app(config: ApiConfig) -> FastAPI:
         async with request.app.state.pool.connection() as conn:
             await conn.execute("SELECT 1")
         return {"status": "ok"}
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                         ) -> Response:  # fmt: skip
+        # PostgreSQL text cannot hold NUL; refuse it here, before any route or stream starts.
+        raw = request.scope.get("raw_path", b"") + b"?" + request.scope.get("query_string", b"")
+        if b"%00" in raw.lower() or b"\x00" in raw:
+            return JSONResponse({"detail": "NUL characters are not allowed"}, status_code=400)
+        return await call_next(request)
 
     app.add_exception_handler(QueryError, _bad_request)
     app.add_exception_handler(ExportError, _bad_request)

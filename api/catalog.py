@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from api import db, paging
 from api.auth import CatalogReader
 from api.paging import Page
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["catalog"],
+    responses=paging.ERRORS,
+    dependencies=[Depends(paging.known_parameters_only)],
+)
 
 Family = Literal["traffic", "air", "waste"]
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]

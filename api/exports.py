@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,9 +31,15 @@ from history.export import (
     copy_query,
     labels_from,
     page_end_query,
+    probe_query,
 )
 
-router = APIRouter(prefix="/v1", tags=["export"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["export"],
+    responses=paging.ERRORS,
+    dependencies=[Depends(paging.known_parameters_only)],
+)
 
 MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
@@ -106,6 +112,7 @@ async def export(  # one parameter per documented filter
     selection.check()
     name = f"smartcity-{resolution}-{start:%Y%m%dT%H%M%SZ}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    await db.fetch(request, *probe_query(selection))
     if page_size is not None:
         query, params = page_end_query(selection, page_size)
         rows = await db.fetch(request, query, params)

@@ -16,13 +16,30 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import HTTPException, Request, status
-from pydantic import BaseModel
+from fastapi.dependencies.models import Dependant
+from pydantic import AfterValidator, AwareDatetime, BaseModel
 
 Item = TypeVar("Item")
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC: the database takes offsets up to 15:59 only, people write up to 23:59.
+
+    Raises:
+        ValueError: The instant falls outside the years 1..9999 in UTC.
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the time is out of range in UTC") from exc
+
+
+# A time with a zone, as the API works with it.
+Moment = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 
 class Page(BaseModel, Generic[Item]):
@@ -81,7 +98,10 @@ def decode_time_key(cursor: str) -> tuple[datetime, int]:
         raise _bad_cursor() from exc
     if moment.tzinfo is None or not 0 <= key[1] < 2**31:
         raise _bad_cursor()
-    return moment, key[1]
+    try:
+        return in_utc(moment), key[1]
+    except ValueError as exc:
+        raise _bad_cursor() from exc
 
 
 def next_url(request: Request, public_url: str, cursor: str) -> str:
@@ -104,3 +124,44 @@ def page(
         next_cursor=cursor,
         next=next_url(request, request.app.state.config.public_url, cursor),
     )
+
+
+class Problem(BaseModel):
+    """What was wrong with the request, in words."""
+
+    detail: str
+
+
+# The error answers every route may give, documented once for all of them.
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "a parameter that cannot be answered as given"},
+    401: {"model": Problem, "description": "no valid bearer token"},
+    403: {"model": Problem, "description": "the token's role may not use this route"},
+    404: {"model": Problem, "description": "no such entity"},
+    503: {"model": Problem, "description": "the database is unavailable"},
+}
+
+
+async def known_parameters_only(request: Request) -> None:
+    """Refuse query parameters the route does not take.
+
+    A typo such as ``sit=north`` would otherwise widen the answer to the whole city unnoticed.
+    """
+    route = request.scope.get("route")
+    if route is None:
+        return
+    taken = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"unknown parameter(s) {', '.join(map(repr, unknown))[:200]};"
+            f" this route takes: {', '.join(sorted(taken)) or 'none'}",
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

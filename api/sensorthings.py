@@ -9,15 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from psycopg import sql
 
-from api import db
+from api import db, paging
 from api.auth import CatalogReader, HistoryReader
 from history import sensorthings as sta
 
 PREFIX: Final = "/v1/sensorthings/v1.1"
-router = APIRouter(prefix=PREFIX, tags=["open data: OGC SensorThings v1.1"])
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["open data: OGC SensorThings v1.1"],
+    responses=paging.ERRORS,
+    dependencies=[Depends(paging.known_parameters_only)],
+)
 
 Top = Annotated[int, Query(alias="$top", ge=0, le=10_000, description="at most this many")]
 Skip = Annotated[int, Query(alias="$skip", ge=0, le=1_000_000, description="skip this many")]

@@ -6,21 +6,26 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AwareDatetime, BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel
 
 from api import db, paging
 from api.auth import HistoryReader
 from api.catalog import Cursor, Family, Texts
-from api.paging import Page
+from api.paging import Moment, Page
 from history import query as history
 from history.decimate import lttb
 
-router = APIRouter(prefix="/v1", tags=["history"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["history"],
+    responses=paging.ERRORS,
+    dependencies=[Depends(paging.known_parameters_only)],
+)
 
 MAX_CELLS = 1_000_000  # buckets x groups in one answer; more is an export
-Start = Annotated[AwareDatetime, Query(description="from, inclusive (ISO-8601 with a zone)")]
-End = Annotated[AwareDatetime, Query(description="until, exclusive (ISO-8601 with a zone)")]
+Start = Annotated[Moment, Query(description="from, inclusive (ISO-8601 with a zone)")]
+End = Annotated[Moment, Query(description="until, exclusive (ISO-8601 with a zone)")]
 
 
 class Point(BaseModel):
@@ -240,8 +245,8 @@ class Alert(BaseModel):
 async def alerts(
     request: Request,
     _: HistoryReader,
-    start: Annotated[AwareDatetime | None, Query(description="opened from")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="opened before")] = None,
+    start: Annotated[Moment | None, Query(description="opened from")] = None,
+    end: Annotated[Moment | None, Query(description="opened before")] = None,
     site: Texts = None,
     device: Texts = None,
     kind: Texts = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from api import db, paging
 from api.auth import HistoryReader
@@ -15,7 +15,12 @@ from history import fiware
 from history import query as history
 from processing.kinds import Kind
 
-router = APIRouter(prefix="/v1/ngsi-ld", tags=["open data: FIWARE NGSI-LD"])
+router = APIRouter(
+    prefix="/v1/ngsi-ld",
+    tags=["open data: FIWARE NGSI-LD"],
+    responses=paging.ERRORS,
+    dependencies=[Depends(paging.known_parameters_only)],
+)
 
 EntityType = Literal["AirQualityObserved", "TrafficFlowObserved", "WasteContainer", "Device"]
 ObservedType = Literal["AirQualityObserved", "TrafficFlowObserved", "WasteContainer"]

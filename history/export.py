@@ -141,6 +141,15 @@ def copy_query(selection: Selection) -> tuple[sql.Composed, dict[str, object]]:
     return sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select), _where(selection)[1]
 
 
+def probe_query(selection: Selection) -> tuple[sql.Composed, dict[str, object]]:
+    """The selection with ``LIMIT 0``: the server checks every parameter, reads nothing.
+
+    A stream cannot turn an error into a status once it has started; this runs before.
+    """
+    selection.check()
+    return _select(selection, sql.SQL("1")) + sql.SQL(" LIMIT 0"), _where(selection)[1]
+
+
 def page_end_query(selection: Selection, size: int) -> tuple[sql.Composed, dict[str, object]]:
     """The key (time, stream_id) of the first row after a page of ``size`` rows, if any.
 

@@ -60,8 +60,8 @@ def parse_filter(text: str) -> list[TimeCondition]:
                 f" 'phenomenonTime ge 2026-11-01T00:00:00Z'; could not read {part[:60]!r}"
             )
         try:
-            moment = datetime.fromisoformat(match[3])
-        except ValueError as exc:
+            moment = datetime.fromisoformat(match[3]).astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise SensorThingsError(f"$filter: {match[3]!r} is not a time") from exc
         conditions.append(TimeCondition(_OPERATORS[match[2]], moment))
     return conditions
