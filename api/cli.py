@@ -35,6 +35,17 @@ def run_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m api``."""
+    parser = argparse.ArgumentParser(prog="python -m api", description="Serve the planner API.")
+    parser.add_argument("--config", help="TOML file with an [api] table")
+    try:
+        return run_api(parser.parse_args(argv))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def add_tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``tokens add|list|revoke``."""
     tokens = commands.add_parser("tokens", help="API tokens: add, list, revoke")

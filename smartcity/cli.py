@@ -20,6 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
             broker=args.broker,
             mqtt_port=args.mqtt_port,
             dashboard_port=args.port,
+            api_port=args.api_port,
             duration_s=args.duration,
         )
     )
@@ -90,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--mqtt-port", type=int, default=1883, help="preferred MQTT port")
     demo.add_argument("--port", type=int, default=8050, help="preferred dashboard port")
+    demo.add_argument("--api-port", type=int, default=8060, help="preferred planner API port")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.set_defaults(func=_demo)
 

@@ -1,8 +1,9 @@
 """``smartcity demo``: the whole platform on one machine with nothing installed but Python.
 
-Embedded PostgreSQL and a broker run under this process; ingest, the dashboard and the simulated
-fleet run as child processes, exactly as they would in production. Data stays in the data
-directory between runs. Ctrl-C stops everything in reverse order, each part finishing its work.
+Embedded PostgreSQL and a broker run under this process; ingest, the dashboard, the planner
+API and the simulated fleet run as child processes, exactly as they would in production. Data
+stays in the data directory between runs. Ctrl-C stops everything in reverse order, each part
+finishing its work.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import FrameType
 
 import psycopg
 
+from api import tokens
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
@@ -39,6 +41,7 @@ class DemoSettings:
     broker: BrokerKind = "auto"
     mqtt_port: int = 1883
     dashboard_port: int = 8050
+    api_port: int = 8060
     sample_interval_s: float = 5.0
     batch_interval_s: float = 10.0
     duration_s: float | None = None
@@ -156,6 +159,15 @@ def run(settings: DemoSettings) -> int:
                 logs,
             )
         )
+        api_port = _port(settings.api_port)
+        children.append(
+            Child(
+                "api",
+                ["-m", "api"],
+                {**common, "CITY_API_DATABASE_URL": dsn, "CITY_API_PORT": str(api_port)},
+                logs,
+            )
+        )
         children.append(
             Child(
                 "fleet",
@@ -179,15 +191,23 @@ def run(settings: DemoSettings) -> int:
             )
         )
         print(f"dashboard: http://127.0.0.1:{web_port}/", flush=True)
+        print(f"planner API: http://127.0.0.1:{api_port}/docs", flush=True)
+        print(f"planner token: {_demo_token(dsn)}", flush=True)
         print(f"{settings.devices} simulated devices; logs in {logs}; Ctrl-C stops", flush=True)
         return _watch(settings, dsn, children, stop)
     finally:
-        for child in reversed(children):  # fleet first, then dashboard, then ingest
+        for child in reversed(children):  # fleet first, then the API, dashboard, ingest
             child.stop()
         if broker is not None:
             broker.stop()
         database.stop()
         print("demo stopped", flush=True)
+
+
+def _demo_token(dsn: str) -> str:
+    """A fresh planner token for this run of the demo (the API's own login on a real city)."""
+    with psycopg.connect(dsn) as conn:
+        return tokens.create(conn, f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "planner")
 
 
 def _watch(settings: DemoSettings, dsn: str, children: list[Child], stop: threading.Event) -> int:

@@ -1,8 +1,9 @@
 """`smartcity demo` as a user runs it: every device in the database within 60 s, the dashboard
-showing them, data kept between runs, and a clean stop on Ctrl-C."""
+and the planner API showing them, data kept between runs, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -66,6 +67,8 @@ def start_demo(data_dir: Path, broker: str) -> subprocess.Popen[str]:
             "0",
             "--port",
             "0",
+            "--api-port",
+            "0",
             "--devices",
             str(DEVICES),
         ],
@@ -93,6 +96,8 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
         started = time.monotonic()
         read_line(process, rf"MQTT broker \({broker}\)", 60)
         url = read_line(process, r"dashboard: (http://\S+)", 60)[1]
+        api = read_line(process, r"planner API: (http://\S+)/docs", 60)[1]
+        token = read_line(process, r"planner token: (sct_\S+)", 60)[1]
         dsn = f"postgresql://postgres:@/smartcity?host={data_dir / 'pgdata'}"
         count = (0, 0)
         while time.monotonic() - started < 60 and count[0] < DEVICES:
@@ -102,6 +107,11 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
 
         with urllib.request.urlopen(url, timeout=10) as response:  # loopback
             assert response.status == 200
+        request = urllib.request.Request(
+            f"{api}/v1/devices", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # loopback
+            assert len(json.load(response)["items"]) == DEVICES
         with chromium() as browser:
             browser.get(url)
             WebDriverWait(browser, 30).until(

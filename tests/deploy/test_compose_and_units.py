@@ -12,12 +12,14 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from api.config import ApiConfig
 from dashboard.config import DashboardConfig
 from ingest.config import IngestConfig
 from smartcity.cli import parser as smartcity_parser
@@ -26,9 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 UNITS = {
     name: ROOT / "deploy" / "systemd" / f"smartcity-{name}.service"
-    for name in ("ingest", "dashboard")
+    for name in ("ingest", "dashboard", "api")
 }
-SETTINGS = {"CITY_INGEST_": IngestConfig, "CITY_DASHBOARD_": DashboardConfig}
+SETTINGS = {
+    "CITY_INGEST_": IngestConfig,
+    "CITY_DASHBOARD_": DashboardConfig,
+    "CITY_API_": ApiConfig,
+}
 
 
 def compose() -> dict[str, Any]:
@@ -111,6 +117,17 @@ def test_files_commands_and_ports_exist() -> None:
     assert 1883 not in published  # the services' plain listener stays inside the network
     dashboard = stack["services"]["dashboard"]
     assert dashboard["ports"] == [f"{dashboard['environment']['CITY_DASHBOARD_PORT']}:8050"]
+    api = stack["services"]["api"]
+    assert api["ports"] == [f"{api['environment']['CITY_API_PORT']}:8060"]
+    assert "/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, flags=re.MULTILINE))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, f"missing from the image: {sorted(packages - copied)}"
 
 
 def test_the_image_is_multi_stage_and_runs_as_a_user() -> None:
@@ -160,7 +177,7 @@ def test_the_unit_is_hardened_and_runs_what_exists(name: str) -> None:
     for line in service["Environment"].splitlines():
         variable = line.split("=", 1)[0]
         assert _setting_exists(variable), f"{name}: {variable} is no setting of the code"
-    if name == "ingest":  # numba needs a writable cache and W+X memory for its machine code
+    if name in ("ingest", "api"):  # numba needs a writable cache and W+X memory for its code
         assert service["MemoryDenyWriteExecute"] == "no"
         assert "NUMBA_CACHE_DIR=/var/cache/" + service["CacheDirectory"] in service["Environment"]
 
