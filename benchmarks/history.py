@@ -13,7 +13,9 @@ medians of ``--repeat`` runs:
 2. ``district_year_raw_ms``: the same answer computed from the raw readings, the simplest
    alternative;
 3. ``sensor_day_raw_ms``: one day of raw readings for one sensor;
-4. ``parquet_rows_per_s``: ``history.export`` of ``--export-rows`` raw rows to a Parquet file.
+4. ``parquet_rows_per_s``: ``history.export`` of ``--export-rows`` raw rows to a Parquet file;
+5. ``api_parquet_rows_per_s``: the same rows streamed as Parquet by the planner API (the real
+   server on loopback, read by an HTTP client as it arrives).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from history.export import Selection, export  # noqa: E402
 from history.query import aggregate  # noqa: E402
 from ingest.schema import migrate  # noqa: E402
+from tests.api.city import serving  # noqa: E402
 from tests.services.postgres import PostgresServer, create_database, replace_dbname  # noqa: E402
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -119,6 +123,23 @@ def timed(run: Callable[[], object], repeat: int) -> float:
     return statistics.median(laps) * 1000
 
 
+def api_export_seconds(dsn: str, selection: Selection) -> float:
+    """Seconds for the planner API to stream ``selection`` as Parquet to an HTTP client."""
+    with serving(dsn) as city:
+        params = {"start": selection.start.isoformat(), "end": selection.end.isoformat(),
+                  "format": "parquet"}  # fmt: skip
+        began = time.perf_counter()
+        size = 0
+        with httpx.stream("GET", f"{city.url}/v1/export", params=params,
+                          headers=city.auth("planner"), timeout=600) as response:  # fmt: skip
+            assert response.status_code == 200
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+        seconds = time.perf_counter() - began
+    log(f"API streamed {size / 1e6:,.0f} MB of Parquet in {seconds:.1f} s")
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -173,6 +194,7 @@ def main() -> int:
             written = export(conn, selection, Path(scratch) / "x.parquet", file_format="parquet")
             figures["parquet_rows_per_s"] = written / (time.perf_counter() - began)
             figures["parquet_rows"] = written
+        figures["api_parquet_rows_per_s"] = written / api_export_seconds(dsn, selection)
     finally:
         server.cleanup()
     figures["hourly_vs_raw"] = figures["district_year_raw_ms"] / figures["district_year_hourly_ms"]
@@ -188,6 +210,8 @@ def main() -> int:
     print(f"{'one day of raw readings, one sensor':<52}{figures['sensor_day_raw_ms']:>13,.1f} ms")
     print(f"{'Parquet export (' + format(figures['parquet_rows'], ',') + ' rows)':<52}"
           f"{figures['parquet_rows_per_s']:>11,.0f} rows/s")  # fmt: skip
+    print(f"{'the same through the planner API (HTTP stream)':<52}"
+          f"{figures['api_parquet_rows_per_s']:>11,.0f} rows/s")  # fmt: skip
     print(f"\nrollups are {figures['hourly_vs_raw']:,.0f}x faster than raw for the district query")
     return 0
 

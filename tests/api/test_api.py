@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -315,3 +316,23 @@ def test_sql_injection_is_just_an_unknown_name(city: City, attempt: str) -> None
                ).status_code in (404,)  # fmt: skip
     with psycopg.connect(city.admin_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (RAW_ROWS,)
+
+
+def test_a_client_leaving_mid_export_frees_the_database(city: City) -> None:
+    for _ in range(3):
+        with httpx.stream("GET", city.url + "/v1/export", params={"start": START, "end": END},
+                          headers=city.auth("planner"), timeout=60) as response:  # fmt: skip
+            assert response.status_code == 200
+            next(response.iter_raw(1024))  # then hang up
+    deadline = time.monotonic() + 20
+    while True:
+        with psycopg.connect(city.admin_dsn) as conn:
+            running = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND query LIKE 'COPY%%' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        if running == (0,):
+            break
+        assert time.monotonic() < deadline, "an export kept reading after its client left"
+        time.sleep(0.2)
+    assert get(city, "/v1/devices").status_code == 200
