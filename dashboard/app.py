@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 
 import dash
+import flask
 from dash import Dash, dcc, html
 from psycopg_pool import ConnectionPool
 
-from dashboard import ids
+from dashboard import ids, security
 from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
 from dashboard.queries import POOL_KEY
@@ -52,9 +53,22 @@ def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> D
         pool.open(wait=False)
     app.server.extensions[POOL_KEY] = pool
     app.server.extensions[SETTINGS_KEY] = config
-    app.layout = html.Div(
+    security.install(app.server, config, pool)
+    app.layout = lambda: _shell(config)  # per request: the navigation depends on the role
+    return app
+
+
+def _shell(config: DashboardConfig) -> html.Div:
+    user = security.request_user()
+    pages = [
+        page
+        for page in dash.page_registry.values()
+        if user is not None and security.may_open(user.role, page["relative_path"])
+    ]
+    return html.Div(
         className="shell",
         children=[
+            html.A("Skip to the content", href="#content", className="skip-link"),
             html.Header(
                 className="shell-header",
                 children=[
@@ -62,17 +76,28 @@ def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> D
                     html.Nav(
                         [
                             dcc.Link(page["name"], href=page["relative_path"], className="nav-link")
-                            for page in dash.page_registry.values()
+                            for page in pages
                         ],
                         **attrs(aria_label="Pages"),
                     ),
                     html.P(
                         id=ids.LAST_UPDATE, className="last-update", **attrs(aria_live="polite")
                     ),
+                    html.Form(
+                        action="/logout",
+                        method="post",
+                        className="account",
+                        children=[
+                            html.Span(
+                                f"{user.name} ({user.role})" if user else "", className="who"
+                            ),
+                            dcc.Input(type="hidden", name="csrf", value=flask.session.get("csrf")),
+                            html.Button("Log out", type="submit", className="logout"),
+                        ],
+                    ),
                 ],
             ),
             dcc.Interval(id=ids.REFRESH, interval=int(config.refresh_s * 1000)),
-            html.Main(dash.page_container),
+            html.Main(dash.page_container, id="content", tabIndex="-1"),
         ],
     )
-    return app

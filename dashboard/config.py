@@ -25,6 +25,11 @@ class DashboardConfig:
         stale_after_s: A device silent for longer than this is shown as stale.
         title: Shown in the header and the browser tab.
         log_level: Python logging level name.
+        secret_key: Signs the session cookies (set it from a secret file; without one, a
+            random key is made and sessions end with the process).
+        cookie_secure: Send cookies over HTTPS only (turn off only on loopback trials).
+        session_hours: A login lasts this long.
+        login_links: Accept one-time login links (the demo prints one; keep off in production).
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -34,6 +39,10 @@ class DashboardConfig:
     stale_after_s: float = 300.0
     title: str = "City telemetry"
     log_level: str = "INFO"
+    secret_key: str = ""
+    cookie_secure: bool = True
+    session_hours: float = 12.0
+    login_links: bool = False
 
     def __post_init__(self) -> None:
         if self.refresh_s < 1:

@@ -17,12 +17,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 import psycopg
 
 from api import tokens
+from dashboard import accounts
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
@@ -155,6 +157,9 @@ def run(settings: DemoSettings) -> int:
                     "CITY_DASHBOARD_DATABASE_URL": dsn,
                     "CITY_DASHBOARD_PORT": str(web_port),
                     "CITY_DASHBOARD_TITLE": "City telemetry (demo)",
+                    # Loopback only: plain HTTP, and the one-time link printed below.
+                    "CITY_DASHBOARD_COOKIE_SECURE": "false",
+                    "CITY_DASHBOARD_LOGIN_LINKS": "true",
                 },
                 logs,
             )
@@ -190,7 +195,7 @@ def run(settings: DemoSettings) -> int:
                 logs,
             )
         )
-        print(f"dashboard: http://127.0.0.1:{web_port}/", flush=True)
+        print(f"dashboard: http://127.0.0.1:{web_port}/login/link/{_demo_login(dsn)}", flush=True)
         print(f"planner API: http://127.0.0.1:{api_port}/docs", flush=True)
         print(f"planner token: {_demo_token(dsn)}", flush=True)
         print(f"{settings.devices} simulated devices; logs in {logs}; Ctrl-C stops", flush=True)
@@ -202,6 +207,18 @@ def run(settings: DemoSettings) -> int:
             broker.stop()
         database.stop()
         print("demo stopped", flush=True)
+
+
+def _demo_login(dsn: str) -> str:
+    """A one-time login link token for the demo's admin account (made on the first run)."""
+    with psycopg.connect(dsn) as conn:
+        # Made on the first run, whose output showed its password.
+        if conn.execute("SELECT 1 FROM users WHERE name = 'demo'").fetchone() is None:
+            account = accounts.create(conn, "demo", "admin")
+            print(f"dashboard account: demo / {account.password}; second factor for an"
+                  f" authenticator app: {account.totp_uri}", flush=True)  # fmt: skip
+        now = datetime.now(UTC)
+        return accounts.login_link(conn, "demo", now, timedelta(hours=1))
 
 
 def _demo_token(dsn: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,15 +11,14 @@ from psycopg_pool import ConnectionPool
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
-from waitress.server import create_server
 
 from dashboard import queries
-from dashboard.app import create_app, open_pool
-from dashboard.config import DashboardConfig
+from dashboard.app import open_pool
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from tests.browser import chromium
 from tests.conftest import Database
+from tests.dashboard.serving import PASSWORD, browser_login, serving
 
 
 def populate(dsn: str, devices: int = 12) -> list[str]:
@@ -74,38 +72,26 @@ def test_overview_shows_every_device_in_a_real_browser(
     timescale_database: Database,
 ) -> None:
     names = populate(timescale_database.dsn)
-    config = DashboardConfig(database_url=timescale_database.dsn, port=0, refresh_s=1)
-    app = create_app(config)
-    server = create_server(app.server, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.effective_port}/"
-    try:
-        with chromium() as browser:
-            browser.get(url)
-            wait = WebDriverWait(browser, 30)
-            wait.until(
-                expected_conditions.presence_of_element_located(
-                    (By.CSS_SELECTOR, "tr[data-device]")
-                )
+    with serving(timescale_database.dsn) as dashboard, chromium() as browser:
+        browser_login(browser, dashboard.url, "planner", PASSWORD)
+        browser.get(dashboard.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "tr[data-device]"))
+        )
+        # One script reads the table at once: live updates replace its rows every second.
+        rows = browser.execute_script(
+            "return Array.from(document.querySelectorAll('tr[data-device]'))"
+            ".map(r => [r.dataset.device, r.querySelector('.status').textContent]);"
+        )
+        assert sorted(device for device, _ in rows) == sorted(names)
+        # Status is written out, not only coloured.
+        assert {status for _, status in rows} == {"live", "never reported"}
+        wait.until(
+            expected_conditions.presence_of_element_located(
+                (By.CSS_SELECTOR, "#overview-map .main-svg")
             )
-            # One script reads the table at once: live updates replace its rows every second.
-            rows = browser.execute_script(
-                "return Array.from(document.querySelectorAll('tr[data-device]'))"
-                ".map(r => [r.dataset.device, r.querySelector('.status').textContent]);"
-            )
-            assert sorted(device for device, _ in rows) == sorted(names)
-            # Status is written out, not only coloured.
-            assert {status for _, status in rows} == {"live", "never reported"}
-            wait.until(
-                expected_conditions.presence_of_element_located(
-                    (By.CSS_SELECTOR, "#overview-map .main-svg")
-                )
-            )
-            legend = browser.find_element(By.CSS_SELECTOR, "#overview-map .legend").text
-            assert "Air quality: live" in legend
-            assert "Updated" in browser.find_element(By.ID, "shell-last-update").text
-    finally:
-        server.close()
-        thread.join(10)
-        app.server.extensions[queries.POOL_KEY].close()
+        )
+        legend = browser.find_element(By.CSS_SELECTOR, "#overview-map .legend").text
+        assert "Air quality: live" in legend
+        assert "Updated" in browser.find_element(By.ID, "shell-last-update").text

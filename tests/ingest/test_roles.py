@@ -67,6 +67,17 @@ def _refused(dsn: str, statement: str) -> bool:
         ("smartcity_ingest", "DELETE FROM alert_events"),
         ("smartcity_ingest", "TRUNCATE readings"),
         ("smartcity_ingest", "DROP TABLE rejections"),
+        ("smartcity_ingest", "SELECT * FROM users"),
+        ("smartcity_dashboard", "DELETE FROM users"),
+        ("smartcity_dashboard", "UPDATE users SET name = 'someone-else'"),
+        ("smartcity_dashboard", "DELETE FROM audit_log"),
+        ("smartcity_dashboard", "UPDATE audit_log SET actor = 'nobody'"),
+        ("smartcity_dashboard", "UPDATE api_tokens SET role = 'admin'"),
+        ("smartcity_api", "DELETE FROM audit_log"),
+        ("smartcity_api", "UPDATE api_tokens SET role = 'admin'"),
+        ("smartcity_api", "SELECT * FROM users"),
+        ("smartcity_api", "INSERT INTO readings VALUES (now(), 1, 1)"),
+        ("smartcity_planner", "SELECT * FROM api_tokens"),
     ],
 )
 def test_a_role_cannot_do_what_it_must_not(planted: Database, role: str, forbidden: str) -> None:

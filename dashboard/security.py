@@ -1,0 +1,297 @@
+"""Login, sessions, CSRF and roles, enforced on the server for every page, callback and route.
+
+Every request passes :func:`gate` before Dash sees it: static files are public; everything
+else needs a logged-in, enabled user whose role may open the page or update the components a
+callback writes to (component ids are prefixed by page, see ``ids.py``). A POST also needs the
+session's CSRF token in ``X-CSRFToken``, which Dash's renderer sends from the ``_csrf_token``
+cookie (double submit; the cookies are ``SameSite=Strict`` as well). Logins, failures,
+lockouts and logouts go to the audit log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, redirect, request, session
+from psycopg_pool import ConnectionPool
+
+from dashboard import accounts
+from dashboard.accounts import User
+from dashboard.config import DashboardConfig
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES: Final = frozenset(accounts.ROLES)
+# Who may open each page, and update the components whose ids start with its prefix.
+PAGES: Final[dict[str, tuple[str, frozenset[str]]]] = {
+    "/": ("overview", ALL_ROLES),
+    "/alerts": ("alerts", frozenset({"operator", "admin"})),
+    "/fleet": ("fleet", frozenset({"technician", "operator", "admin"})),
+    "/history": ("history", frozenset({"planner", "operator", "admin"})),
+    "/admin": ("admin", frozenset({"admin"})),
+}
+PREFIX_ROLES: Final = {prefix: roles for prefix, roles in PAGES.values()} | {"shell": ALL_ROLES}
+CSRF_COOKIE: Final = "_csrf_token"  # the name Dash's renderer reads
+_PUBLIC: Final = ("/assets/", "/_dash-component-suites/", "/_favicon.ico", "/login")
+
+
+def may_open(role: str, path: str) -> bool:
+    """Whether ``role`` may open the page at ``path`` (unknown paths: any logged-in user)."""
+    entry = PAGES.get(path.rstrip("/") or "/")
+    return entry is None or role in entry[1]
+
+
+def may_update(role: str, component_ids: list[str], pathname: str | None) -> bool:
+    """Whether ``role`` may run a callback writing to ``component_ids`` (unknown: refused).
+
+    Dash's own page routing (``_pages_*``) renders the page at ``pathname``: allowed when the
+    role may open that page.
+    """
+    for component in component_ids:
+        if component.startswith("_pages_"):
+            if pathname is None or not may_open(role, pathname):
+                return False
+            continue
+        roles = PREFIX_ROLES.get(component.split("-", 1)[0])
+        if roles is None or role not in roles:
+            return False
+    return bool(component_ids)
+
+
+def _pathname(body: dict[str, Any]) -> str | None:
+    """The page a Dash routing callback is asked to render."""
+    for item in body.get("inputs", []) + body.get("state", []):
+        if isinstance(item, dict) and item.get("property") == "pathname":
+            value = item.get("value")
+            return value if isinstance(value, str) else "/"
+    return None
+
+
+def _outputs(body: dict[str, Any]) -> list[str]:
+    """The component ids a ``/_dash-update-component`` request writes to."""
+    outputs = body.get("outputs")
+    items = outputs if isinstance(outputs, list) else [outputs]
+    ids = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            ids.append(item["id"])
+        elif isinstance(item, dict) and isinstance(item.get("id"), dict):
+            ids.append(json.dumps(item["id"]))  # pattern-matching ids: not ours, refused
+    return ids
+
+
+def install(app: Flask, config: DashboardConfig, pool: ConnectionPool) -> None:
+    """Put the gate, the login and logout routes and the cookie settings on ``app``."""
+    app.secret_key = config.secret_key or secrets.token_urlsafe(32)
+    if not config.secret_key:
+        log.warning("no secret_key set: sessions end when the dashboard restarts")
+    app.config.update(
+        SESSION_COOKIE_SECURE=config.cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_NAME="city_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=config.session_hours),
+    )
+
+    def audit(actor: str, action: str, **detail: object) -> None:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO audit_log (actor, action, detail) VALUES (%s, %s, %s::jsonb)",
+                (actor, action, json.dumps(detail)),
+            )
+
+    app.extensions["smartcity.audit"] = audit
+
+    @app.before_request
+    def gate() -> Response | None:
+        path = request.path
+        if path.startswith(_PUBLIC):
+            return None
+        user = _session_user(pool)
+        if user is None:
+            if path.startswith("/_dash-"):
+                return _json({"detail": "log in first"}, 401)
+            return redirect(f"/login?next={_safe_next(request.full_path)}")  # type: ignore[return-value]
+        g.user = user
+        return _refusal(user, path)
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Response:
+        if request.method == "GET":
+            return _login_form(config.title, "", request.args.get("next", "/"))
+        if not _form_csrf_ok():
+            return _login_form(config.title, "The form had expired; please try again.", "/", 403)
+        name = request.form.get("name", "")[:64]
+        now = datetime.now(UTC)
+        with pool.connection() as conn:
+            outcome = accounts.login(
+                conn, name, request.form.get("password", "")[:1024],
+                request.form.get("code", "")[:16], now,
+            )  # fmt: skip
+        if outcome.user is None:
+            audit(name or "(empty)", "login-failed", reason=outcome.reason, ip=request.remote_addr)
+            message = {
+                "locked": f"Too many failed attempts: this account is locked for"
+                f" {accounts.LOCK_MINUTES} minutes.",
+                "second-factor": "A valid code from your authenticator app is needed.",
+            }.get(outcome.reason, "Wrong name, password or code.")
+            return _login_form(config.title, message, request.form.get("next", "/"), 401)
+        audit(outcome.user.name, "login", role=outcome.user.role, ip=request.remote_addr)
+        return _start_session(outcome.user, _safe_next(request.form.get("next", "/")), config)
+
+    @app.route("/login/link/<token>")
+    def login_link(token: str) -> Response:
+        if not config.login_links:
+            return _page("Not available", "<p>Login links are turned off.</p>", 404)
+        with pool.connection() as conn:
+            user = accounts.use_login_link(conn, token[:100], datetime.now(UTC))
+        if user is None:
+            return _page("Link used or expired", "<p><a href='/login'>Log in</a></p>", 401)
+        audit(user.name, "login", role=user.role, via="link", ip=request.remote_addr)
+        return _start_session(user, "/", config)
+
+    @app.route("/logout", methods=["POST"])
+    def logout() -> Response:
+        audit(g.user.name, "logout")
+        session.clear()
+        response: Response = redirect("/login")  # type: ignore[assignment]
+        response.delete_cookie(CSRF_COOKIE)
+        return response
+
+
+def _refusal(user: User, path: str) -> Response | None:
+    """Why a logged-in user may not make this request, if they may not."""
+    if request.method not in ("GET", "HEAD") and not _csrf_ok():
+        return _json({"detail": "missing or wrong CSRF token; reload the page"}, 403)
+    if path == "/_dash-update-component":
+        body = request.get_json(silent=True) or {}
+        if not may_update(user.role, _outputs(body), _pathname(body)):
+            return _json({"detail": f"role {user.role!r} may not do that"}, 403)
+    elif not path.startswith("/_dash-") and not may_open(user.role, path):
+        return _page(
+            "Not for your role",
+            f"<p>The {escape(user.role)} role cannot open"
+            " this page.</p><p><a href='/'>Back to the overview</a></p>",
+            403,
+        )
+    return None
+
+
+def current_user() -> User:
+    """The user of the request being served (the gate has checked there is one)."""
+    user: User = g.user
+    return user
+
+
+def request_user() -> User | None:
+    """The user of the request, or None outside the gate (Dash checks its layout once, early)."""
+    user: User | None = g.get("user")
+    return user
+
+
+def audit_action(action: str, **detail: object) -> None:
+    """Record ``action`` by the current user in the audit log."""
+    from flask import current_app  # noqa: PLC0415
+
+    record: Callable[..., None] = current_app.extensions["smartcity.audit"]
+    record(current_user().name, action, **detail)
+
+
+def _session_user(pool: ConnectionPool) -> User | None:
+    user_id = session.get("user_id")
+    if not isinstance(user_id, int):
+        return None
+    with pool.connection() as conn:
+        user = accounts.current(conn, user_id)  # a disabled user is out at once
+    if user is None or user.role != session.get("role"):
+        session.clear()  # the role changed: log in again to get the new one
+        return None
+    return user
+
+
+def _csrf_ok() -> bool:
+    expected = session.get("csrf")
+    # Dash sends it as a header; plain forms (log out) as a field.
+    given = request.headers.get("X-CSRFToken") or request.form.get("csrf", "")
+    return isinstance(expected, str) and hmac.compare_digest(expected, given)
+
+
+def _form_csrf_ok() -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = request.form.get("csrf", "")
+    return bool(cookie) and hmac.compare_digest(cookie, given)
+
+
+def _start_session(user: User, target: str, config: DashboardConfig) -> Response:
+    session.clear()  # a fresh session id: nothing from before the login carries over
+    session.permanent = True
+    session["user_id"] = user.user_id
+    session["role"] = user.role
+    session["csrf"] = token = secrets.token_urlsafe(32)
+    response: Response = redirect(target)  # type: ignore[assignment]
+    _set_csrf_cookie(response, token, config)
+    return response
+
+
+def _set_csrf_cookie(response: Response, token: str, config: DashboardConfig) -> None:
+    # Readable by the page's script (that is how Dash sends it back), never by other sites.
+    response.set_cookie(CSRF_COOKIE, token, secure=config.cookie_secure, httponly=False,
+                        samesite="Strict")  # fmt: skip
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths: a login link must not bounce people to another site."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target.rstrip("?") or "/"
+
+
+def _json(body: dict[str, str], status: int) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    html = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><link rel='stylesheet' href='/assets/style.css'></head>"
+        f"<body><main class='login'><h1>{escape(title)}</h1>{body}</main></body></html>"
+    )
+    return Response(html, status=status, mimetype="text/html")
+
+
+def _login_form(title: str, message: str, target: str, status: int = 200) -> Response:
+    token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+    alert = f"<p class='error' role='alert'>{escape(message)}</p>" if message else ""
+    body = f"""{alert}
+<form method="post" action="/login">
+  <input type="hidden" name="csrf" value="{escape(token)}">
+  <input type="hidden" name="next" value="{escape(_safe_next(target))}">
+  <label for="name">Name</label>
+  <input id="name" name="name" autocomplete="username" required autofocus>
+  <label for="password">Password</label>
+  <input id="password" name="password" type="password" autocomplete="current-password" required>
+  <label for="code">Code from your authenticator app
+    <span class="hint">(operators and administrators)</span></label>
+  <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="8">
+  <button type="submit">Log in</button>
+</form>"""
+    response = _page(f"{title}: log in", body, status)
+    secure = bool(_flask_config("SESSION_COOKIE_SECURE"))
+    response.set_cookie(CSRF_COOKIE, token, secure=secure, httponly=False, samesite="Strict")
+    return response
+
+
+def _flask_config(key: str) -> object:
+    from flask import current_app  # noqa: PLC0415
+
+    return current_app.config.get(key)

@@ -1,0 +1,113 @@
+"""The dashboard served for real (waitress on loopback), with an account per role."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pyotp
+from waitress.server import create_server
+
+from dashboard import accounts, queries
+from dashboard.app import create_app
+from dashboard.config import DashboardConfig
+from tests.ingest.helpers import member_of
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Served:
+    """The dashboard's address and who may log in to it."""
+
+    url: str
+    dsn: str
+    totp: dict[str, str] = field(default_factory=dict)  # name: secret
+    clients: list[httpx.Client] = field(default_factory=list)  # closed with the server
+
+    def code(self, name: str) -> str:
+        """The current TOTP code of ``name`` (as their phone would show it)."""
+        return pyotp.TOTP(self.totp[name]).now()
+
+    def client(self, name: str | None = None) -> httpx.Client:
+        """An HTTP client, logged in as ``name`` (the role's name) unless None."""
+        client = httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
+        self.clients.append(client)
+        if name is not None:
+            response = login(client, name, PASSWORD, self.code(name) if name in self.totp else "")
+            assert response.status_code == 302, response.text[:300]
+        return client
+
+
+def login(client: httpx.Client, name: str, password: str, code: str = "") -> httpx.Response:
+    """Fill in and send the login form as a browser would."""
+    client.get("/login")
+    form = {"name": name, "password": password, "code": code,
+            "csrf": client.cookies.get("_csrf_token", ""), "next": "/"}  # fmt: skip
+    return client.post("/login", data=form)
+
+
+def callback(client: httpx.Client, output: str, inputs: list[dict[str, Any]]) -> httpx.Response:
+    """Call a Dash callback the way the renderer does (with the CSRF header).
+
+    ``output`` as Dash writes it: ``id.prop``, or ``..a.x...b.y..`` for several.
+    """
+    outputs = output.strip(".").split("...")
+    body = {
+        "output": output,
+        "outputs": [dict(zip(("id", "property"), o.split(".", 1), strict=True)) for o in outputs],
+        "inputs": inputs,
+        "changedPropIds": [],
+    }
+    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
+    return client.post("/_dash-update-component", json=body, headers=headers)
+
+
+@contextmanager
+def serving(dsn: str, **settings: Any) -> Iterator[Served]:
+    """The dashboard on ``dsn`` with users operator, technician, planner and admin."""
+    served = Served("", dsn)
+    with psycopg.connect(dsn) as conn:
+        for role in accounts.ROLES:
+            account = accounts.create(conn, role, role, PASSWORD)
+            if account.totp_secret:
+                served.totp[role] = account.totp_secret
+    # The dashboard runs on its least-privilege role, as in production.
+    login_dsn = member_of(dsn, "smartcity_dashboard")
+    config = DashboardConfig(database_url=login_dsn, port=0, refresh_s=1, secret_key="test-key",
+                             **{"cookie_secure": False, **settings})  # fmt: skip
+    app = create_app(config)
+    server = create_server(app.server, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        yield served
+    finally:
+        for client in served.clients:  # open keep-alive connections hold waitress's loop
+            client.close()
+        server.close()
+        thread.join(10)
+        app.server.extensions[queries.POOL_KEY].close()
+
+
+def browser_login(browser: Any, url: str, name: str, password: str, code: str = "") -> None:
+    """Log in through the form, as a person would (the browser keeps the cookies)."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
+
+    browser.get(f"{url}/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password)
+    if code:
+        browser.find_element(By.ID, "code").send_keys(code)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(browser, 30).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "form.account"))
+    )
