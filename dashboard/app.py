@@ -14,7 +14,7 @@ from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
 from dashboard.queries import POOL_KEY
 
-PAGES = ("dashboard.pages.overview",)
+PAGES = ("dashboard.pages.overview", "dashboard.pages.alerts")
 SETTINGS_KEY = "smartcity.settings"
 
 
