@@ -14,7 +14,13 @@ from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
 from dashboard.queries import POOL_KEY
 
-PAGES = ("dashboard.pages.overview", "dashboard.pages.alerts")
+PAGES = (
+    "dashboard.pages.overview",
+    "dashboard.pages.alerts",
+    "dashboard.pages.fleet",
+    "dashboard.pages.history",
+    "dashboard.pages.admin",
+)
 SETTINGS_KEY = "smartcity.settings"
 
 
@@ -46,8 +52,11 @@ def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> D
         suppress_callback_exceptions=True,
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
+    # The page's language, for screen readers and translation (WCAG 3.1.1).
+    app.index_string = app.index_string.replace("<html>", '<html lang="en">', 1)
     for module in PAGES:
-        importlib.import_module(module)
+        # Callbacks are registered per app: Dash gives global ones to the first app only.
+        importlib.import_module(module).register(app)
     if pool is None:
         pool = open_pool(config.database_url)
         pool.open(wait=False)

@@ -20,7 +20,10 @@ def pool() -> ConnectionPool:
 
 
 def _frame(
-    sql: str, params: tuple[object, ...] = (), *, db: ConnectionPool | None = None
+    sql: str,
+    params: tuple[object, ...] | dict[str, object] = (),
+    *,
+    db: ConnectionPool | None = None,
 ) -> pd.DataFrame:
     with (db or pool()).connection() as conn, conn.cursor() as cur:
         cur.execute(sql, params)
@@ -66,3 +69,21 @@ def totals(since: datetime, *, db: ConnectionPool | None = None) -> dict[str, in
         row = conn.execute(_TOTALS, {"since": since}).fetchone()
     names = ("devices", "reporting", "live_streams", "rejections")
     return dict(zip(names, (int(v) for v in row), strict=True)) if row else dict.fromkeys(names, 0)
+
+
+_FLEET = """
+SELECT d.device_id, d.name, d.site, d.family, d.state, d.last_seen, d.status AS health,
+       d.revoked_at IS NOT NULL AS revoked,
+       coalesce(r.count, 0) AS rejections, r.reason AS last_rejection
+  FROM devices d
+  LEFT JOIN LATERAL (
+        SELECT count(*) OVER () AS count, reason || ': ' || detail AS reason
+          FROM rejections x WHERE x.device_id = d.device_id AND x.received_at > %(since)s
+         ORDER BY x.received_at DESC LIMIT 1) r ON true
+ ORDER BY d.site, d.device_id
+"""
+
+
+def fleet(since: datetime, *, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """Every device with its health report and its rejected messages since ``since``."""
+    return _frame(_FLEET, {"since": since}, db=db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -60,3 +61,34 @@ def latest_summary(latest: pd.DataFrame) -> dict[str, str]:
             format_value(str(r["metric"]), float(r["value"])) for r in ranked
         )
     return lines
+
+
+def problems(row: dict[str, Any]) -> list[str]:
+    """What a technician would go out for, in words (empty: nothing).
+
+    Examples:
+        >>> problems({"status": "live", "revoked": False, "rejections": 0, "health": {
+        ...     "backlog": 120, "dropped": 0, "sensor_faults": 0, "clock_synced": True}})
+        ['120 readings waiting to be sent']
+    """
+    health = row["health"] or {}
+    found = []
+    if row["revoked"]:
+        found.append("credentials revoked")
+    elif row["status"] != LIVE:
+        found.append(str(row["status"]))
+    if health.get("backlog"):
+        found.append(f"{health['backlog']} readings waiting to be sent")
+    if health.get("dropped"):
+        found.append(f"{health['dropped']} readings dropped (spool full)")
+    if health.get("sensors_failing"):
+        found.append(f"sensor failing: {health['sensors_failing']}")
+    elif health.get("sensor_faults"):
+        found.append(f"{health['sensor_faults']} sensor faults")
+    if health.get("clock_synced") is False:
+        found.append("clock not synchronised")
+    if health.get("config_error"):
+        found.append(f"configuration refused: {health['config_error']}")
+    if row["rejections"]:
+        found.append(f"{row['rejections']} messages rejected, last: {row['last_rejection']}")
+    return found

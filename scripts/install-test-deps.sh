@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system services the test suite runs for real: Mosquitto, PostgreSQL 15 with the
 # TimescaleDB extension (built from Debian 13's source package, which Debian 12 lacks), and
-# Chromium with its driver for the dashboard's browser tests. Idempotent: a second run installs
-# and builds nothing.
+# Chromium with its driver and axe-core for the dashboard's browser tests. Idempotent: a second
+# run installs and builds nothing.
 set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
@@ -103,5 +103,34 @@ build_timescaledb() {
     log "timescaledb installed"
 }
 
+# axe-core, the accessibility engine the browser tests run in Chromium, from the npm registry:
+# a pinned version, checked against the registry's published SHA-512 before it is kept.
+AXE_VERSION="4.14.1"
+AXE_INTEGRITY="sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
+
+fetch_axe() {
+    local target="$CACHE_DIR/axe-$AXE_VERSION.min.js"
+    if [ -s "$target" ]; then
+        log "axe-core $AXE_VERSION present"
+        return
+    fi
+    mkdir -p "$CACHE_DIR"
+    python3 - "$AXE_VERSION" "$AXE_INTEGRITY" "$target" <<'PY'
+import base64, hashlib, io, sys, tarfile, urllib.request
+version, integrity, target = sys.argv[1:]
+url = f"https://registry.npmjs.org/axe-core/-/axe-core-{version}.tgz"
+data = urllib.request.urlopen(url, timeout=120).read()
+if "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode() != integrity:
+    sys.exit(f"axe-core {version}: the download does not match its published SHA-512")
+with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+    script = archive.extractfile("package/axe.min.js").read()
+with open(target + ".part", "wb") as out:
+    out.write(script)
+PY
+    mv "$target.part" "$target"
+    log "axe-core $AXE_VERSION fetched"
+}
+
 install_packages
 build_timescaledb
+fetch_axe

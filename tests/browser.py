@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -47,8 +49,33 @@ def chromium() -> Iterator[webdriver.Chrome]:
     options.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(service=Service(driver_binary), options=options)
     driver.set_page_load_timeout(30)
+    driver.set_script_timeout(60)  # axe-core takes a few seconds on a full page
     try:
         yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+AXE_VERSION = "4.14.1"  # as pinned in scripts/install-test-deps.sh
+# WCAG 2.0, 2.1 and 2.2 at levels A and AA: the control room's bar.
+AXE_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa")
+
+
+def axe_violations(browser: webdriver.Chrome) -> list[dict[str, object]]:
+    """Serious and critical accessibility violations on the current page, by axe-core."""
+    cache = Path(os.environ.get("SMARTCITY_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smartcity")  # fmt: skip
+    script = cache / f"axe-{AXE_VERSION}.min.js"
+    if not script.is_file():
+        raise ServiceUnavailableError(f"axe-core {AXE_VERSION} is missing ({INSTALL_HINT})")
+    browser.execute_script(script.read_text(encoding="utf-8"))
+    result = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
+        ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))))"
+        ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+        list(AXE_TAGS),
+    )
+    return [v for v in result if v.get("impact") in ("serious", "critical")]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, callback, ctx, dcc, html
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 from flask import current_app
 
 from dashboard import alert_actions, ids, queries, security
@@ -17,17 +18,21 @@ SEVERITIES = ("critical", "warning", "info")
 STATES = ("open", "acknowledged", "resolved")
 
 
-def _filter(label: str, component_id: str, options: list[str], value: list[str]) -> html.Div:
-    return html.Div(
+def _filter(label: str, component_id: str, options: list[str], value: list[str]) -> html.Fieldset:
+    # Native checkboxes: every option reachable by keyboard and read out with its state.
+    return html.Fieldset(
         className="filter",
         children=[
-            html.Label(label, htmlFor=component_id),
-            dcc.Dropdown(
+            html.Legend(f"{label} (none ticked: all)"),
+            dcc.Checklist(
                 id=component_id,
-                options=options,
+                options=[
+                    {"label": option.replace("_", " "), "value": option} for option in options
+                ],
                 value=value,
-                multi=True,
-                placeholder=f"All {label.lower()}",
+                inline=True,
+                inputClassName="check",
+                labelClassName="check-label",
             ),
         ],
     )
@@ -56,6 +61,7 @@ def layout(**_: object) -> html.Div:
                 **attrs(aria_live="assertive", role="status"),
             ),
             dcc.Store(id=ids.ALERTS_SEEN, data=None),
+            dcc.Store(id=ids.ALERTS_SIGNATURE, data=None),
             dcc.Store(id=ids.ALERTS_SELECTED, data=None),
             dcc.Store(id=ids.ALERTS_CHANGED, data=0),
             html.Div(
@@ -130,113 +136,128 @@ def _table(rows: list[dict[str, Any]]) -> html.Table | html.P:
     return html.Table([header, html.Tbody(body)], className="devices alerts")
 
 
-@callback(
-    Output(ids.ALERTS_TABLE, "children"),
-    Output(ids.ALERTS_ANNOUNCE, "children"),
-    Output(ids.ALERTS_SEEN, "data"),
-    Input(ids.REFRESH, "n_intervals"),
-    Input(ids.ALERTS_KIND, "value"),
-    Input(ids.ALERTS_SEVERITY, "value"),
-    Input(ids.ALERTS_SITE, "value"),
-    Input(ids.ALERTS_STATE, "value"),
-    Input(ids.ALERTS_CHANGED, "data"),
-    State(ids.ALERTS_SEEN, "data"),
-)
-def refresh(  # one argument per input, as Dash passes them
-    _: int | None,
-    kinds: list[str] | None,
-    severities: list[str] | None,
-    sites: list[str] | None,
-    states: list[str] | None,
-    __: int | None,
-    seen: int | None,
-) -> tuple[html.Table | html.P, str, int]:
-    """The filtered list; new alerts since the last look are announced."""
-    rows = alert_actions.listing(
-        queries.pool(), kinds=kinds, severities=severities, sites=sites, states=states
+def register(app: Dash) -> None:
+    """This page's callbacks, on ``app`` (each app gets its own)."""
+
+    @app.callback(
+        Output(ids.ALERTS_TABLE, "children"),
+        Output(ids.ALERTS_ANNOUNCE, "children"),
+        Output(ids.ALERTS_SEEN, "data"),
+        Output(ids.ALERTS_SIGNATURE, "data"),
+        Input(ids.REFRESH, "n_intervals"),
+        Input(ids.ALERTS_KIND, "value"),
+        Input(ids.ALERTS_SEVERITY, "value"),
+        Input(ids.ALERTS_SITE, "value"),
+        Input(ids.ALERTS_STATE, "value"),
+        Input(ids.ALERTS_CHANGED, "data"),
+        State(ids.ALERTS_SEEN, "data"),
+        State(ids.ALERTS_SIGNATURE, "data"),
     )
-    newest = max((int(r["alert_id"]) for r in rows), default=seen or 0)
-    fresh = [r for r in rows if seen is not None and int(r["alert_id"]) > seen]
-    announcement = ""
-    if fresh:
-        first = fresh[0]
-        more = f" and {len(fresh) - 1} more" if len(fresh) > 1 else ""
-        announcement = (f"New {first['severity']} alert: {first['kind'].replace('_', ' ')} at"
-                        f" {first['device_id']}{more}")  # fmt: skip
-    return _table(rows), announcement, max(newest, seen or 0)
+    def refresh(
+        _: int | None,
+        kinds: list[str] | None,
+        severities: list[str] | None,
+        sites: list[str] | None,
+        states: list[str] | None,
+        __: int | None,
+        seen: int | None,
+        signature: str | None,
+    ) -> tuple[Any, str, int, str]:
+        """The filtered list, redrawn only when it changed; new alerts are announced."""
+        rows = alert_actions.listing(
+            queries.pool(), kinds=kinds, severities=severities, sites=sites, states=states
+        )
+        newest = max((int(r["alert_id"]) for r in rows), default=seen or 0)
+        fresh = [r for r in rows if seen is not None and int(r["alert_id"]) > seen]
+        announcement = ""
+        if fresh:
+            first = fresh[0]
+            more = f" and {len(fresh) - 1} more" if len(fresh) > 1 else ""
+            announcement = (f"New {first['severity']} alert: {first['kind'].replace('_', ' ')} at"
+                            f" {first['device_id']}{more}")  # fmt: skip
+        # Unchanged rows are not sent again: nothing to transfer, and no button replaced under
+        # the pointer of someone about to press it.
+        now_signature = hashlib.sha256(repr(rows).encode()).hexdigest()
+        table = dash.no_update if now_signature == signature else _table(rows)
+        return table, announcement, max(newest, seen or 0), now_signature
 
+    @app.callback(
+        Output(ids.ALERTS_SELECTED, "data"),
+        Input({"type": ids.ALERTS_OPEN, "alert": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def select(clicks: list[int | None]) -> int:
+        """The alert whose Open button was pressed."""
+        trigger = ctx.triggered_id
+        if not isinstance(trigger, dict) or not any(clicks):
+            raise dash.exceptions.PreventUpdate
+        return int(trigger["alert"])
 
-@callback(
-    Output(ids.ALERTS_SELECTED, "data"),
-    Input({"type": ids.ALERTS_OPEN, "alert": ALL}, "n_clicks"),
-    prevent_initial_call=True,
-)
-def select(clicks: list[int | None]) -> int:
-    """The alert whose Open button was pressed."""
-    trigger = ctx.triggered_id
-    if not isinstance(trigger, dict) or not any(clicks):
-        raise dash.exceptions.PreventUpdate
-    return int(trigger["alert"])
+    @app.callback(
+        Output(ids.ALERTS_DETAIL, "children"),
+        Output(ids.ALERTS_ACK, "disabled"),
+        Output(ids.ALERTS_RESOLVE, "disabled"),
+        Input(ids.ALERTS_SELECTED, "data"),
+        Input(ids.ALERTS_CHANGED, "data"),
+    )
+    def show(alert_id: int | None, _: int | None) -> tuple[object, bool, bool]:
+        """The selected alert's facts and everything that happened to it."""
+        if alert_id is None:
+            return html.P("Choose an alert to see its history."), True, True
+        try:
+            alert, events = alert_actions.detail(queries.pool(), int(alert_id))
+        except AlertError as exc:
+            return html.P(str(exc)), True, True
+        facts = html.Dl([item for label, value in (
+            ("Device", alert["device_id"]), ("District", alert["site"]),
+            ("Kind", alert["kind"].replace("_", " ")), ("Severity", alert["severity"]),
+            ("State", alert["state"]), ("Started", _when(alert["started_at"])),
+            ("Detections folded in", alert["occurrences"]),
+        ) for item in (html.Dt(label), html.Dd(str(value)))])  # fmt: skip
+        items = []
+        for event in events:
+            line: list[str | html.Time | html.Q] = [
+                html.Time(_when(event["at"])),
+                f" {event['action']} by {event['actor']}",
+            ]
+            if event["comment"]:
+                line += [": ", html.Q(event["comment"])]
+            items.append(html.Li(line, **attrs(data_action=event["action"])))
+        history = html.Ol(items, className="history")
+        body = [html.H3(f"Alert {alert['alert_id']}: {alert['message']}"), facts,
+                html.H4("History"), history]  # fmt: skip
+        return body, alert["state"] != "open", alert["state"] == "resolved"
 
-
-@callback(
-    Output(ids.ALERTS_DETAIL, "children"),
-    Output(ids.ALERTS_ACK, "disabled"),
-    Output(ids.ALERTS_RESOLVE, "disabled"),
-    Input(ids.ALERTS_SELECTED, "data"),
-    Input(ids.ALERTS_CHANGED, "data"),
-)
-def show(alert_id: int | None, _: int | None) -> tuple[object, bool, bool]:
-    """The selected alert's facts and everything that happened to it."""
-    if alert_id is None:
-        return html.P("Choose an alert to see its history."), True, True
-    try:
-        alert, events = alert_actions.detail(queries.pool(), int(alert_id))
-    except AlertError as exc:
-        return html.P(str(exc)), True, True
-    facts = html.Dl([item for label, value in (
-        ("Device", alert["device_id"]), ("District", alert["site"]),
-        ("Kind", alert["kind"].replace("_", " ")), ("Severity", alert["severity"]),
-        ("State", alert["state"]), ("Started", _when(alert["started_at"])),
-        ("Detections folded in", alert["occurrences"]),
-    ) for item in (html.Dt(label), html.Dd(str(value)))])  # fmt: skip
-    history = html.Ol(className="history", children=[
-        html.Li([html.Time(_when(e["at"])), f" {e['action']} by {e['actor']}",
-                 *([": ", html.Q(e["comment"])] if e["comment"] else [])],
-                **attrs(data_action=e["action"]))
-        for e in events
-    ])  # fmt: skip
-    body = [html.H3(f"Alert {alert['alert_id']}: {alert['message']}"), facts,
-            html.H4("History"), history]  # fmt: skip
-    return body, alert["state"] != "open", alert["state"] == "resolved"
-
-
-@callback(
-    Output(ids.ALERTS_FEEDBACK, "children"),
-    Output(ids.ALERTS_CHANGED, "data"),
-    Output(ids.ALERTS_COMMENT, "value"),
-    Input(ids.ALERTS_ACK, "n_clicks"),
-    Input(ids.ALERTS_RESOLVE, "n_clicks"),
-    State(ids.ALERTS_SELECTED, "data"),
-    State(ids.ALERTS_COMMENT, "value"),
-    State(ids.ALERTS_CHANGED, "data"),
-    prevent_initial_call=True,
-)
-def act(
-    _: int | None, __: int | None, alert_id: int | None, comment: str | None, changed: int | None
-) -> tuple[str, int, str]:
-    """Acknowledge or resolve the selected alert as the logged-in user."""
-    if alert_id is None:
-        return "Choose an alert first.", changed or 0, comment or ""
-    action: alert_actions.Action = "resolve" if ctx.triggered_id == ids.ALERTS_RESOLVE else (
-        "acknowledge")  # fmt: skip
-    user = security.current_user()
-    text = (comment or "").strip()[:2000]
-    settings = current_app.extensions["smartcity.settings"]
-    try:
-        alert_actions.act(settings.database_url, action, int(alert_id), user.name, text)
-    except AlertError as exc:
-        return str(exc), (changed or 0) + 1, comment or ""
-    security.audit_action(f"alert-{action}", alert=int(alert_id), comment=text)
-    done = "acknowledged" if action == "acknowledge" else "resolved"
-    return f"Alert {alert_id} {done} by {user.name}.", (changed or 0) + 1, ""
+    @app.callback(
+        Output(ids.ALERTS_FEEDBACK, "children"),
+        Output(ids.ALERTS_CHANGED, "data"),
+        Output(ids.ALERTS_COMMENT, "value"),
+        Input(ids.ALERTS_ACK, "n_clicks"),
+        Input(ids.ALERTS_RESOLVE, "n_clicks"),
+        State(ids.ALERTS_SELECTED, "data"),
+        State(ids.ALERTS_COMMENT, "value"),
+        State(ids.ALERTS_CHANGED, "data"),
+        prevent_initial_call=True,
+    )
+    def act(
+        _: int | None,
+        __: int | None,
+        alert_id: int | None,
+        comment: str | None,
+        changed: int | None,
+    ) -> tuple[str, int, str]:
+        """Acknowledge or resolve the selected alert as the logged-in user."""
+        if alert_id is None:
+            return "Choose an alert first.", changed or 0, comment or ""
+        action: alert_actions.Action = "resolve" if ctx.triggered_id == ids.ALERTS_RESOLVE else (
+            "acknowledge")  # fmt: skip
+        user = security.current_user()
+        text = (comment or "").strip()[:2000]
+        settings = current_app.extensions["smartcity.settings"]
+        try:
+            alert_actions.act(settings.database_url, action, int(alert_id), user.name, text)
+        except AlertError as exc:
+            return str(exc), (changed or 0) + 1, comment or ""
+        security.audit_action(f"alert-{action}", alert=int(alert_id), comment=text)
+        done = "acknowledged" if action == "acknowledge" else "resolved"
+        return f"Alert {alert_id} {done} by {user.name}.", (changed or 0) + 1, ""

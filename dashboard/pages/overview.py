@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import dash
 import pandas as pd
-from dash import Input, Output, callback, dcc, html
+from dash import Dash, Input, Output, dcc, html
 from flask import current_app
 
 from dashboard import figures, ids, queries
@@ -72,24 +72,27 @@ def _table(shaped: pd.DataFrame, summaries: dict[str, str]) -> html.Table:
     return html.Table([header, html.Tbody(rows)], className="devices")
 
 
-@callback(
-    Output(ids.OVERVIEW_CARDS, "children"),
-    Output(ids.OVERVIEW_MAP, "figure"),
-    Output(ids.OVERVIEW_TABLE, "children"),
-    Output(ids.LAST_UPDATE, "children"),
-    Input(ids.REFRESH, "n_intervals"),
-)
-def refresh(_: int | None) -> tuple[list[html.Div], object, html.Table, str]:
-    """Query devices and latest values, then redraw cards, map and table."""
-    settings = current_app.extensions["smartcity.settings"]
-    now = datetime.now(UTC)
-    stale_after = timedelta(seconds=settings.stale_after_s)
-    shaped = with_status(queries.devices(), now, stale_after)
-    summaries = latest_summary(queries.latest_values())
-    counts = shaped["status"].value_counts()
-    totals = queries.totals(now - stale_after)
-    cards = [_card("Devices", totals["devices"])]
-    cards += [_card(status.capitalize(), int(counts.get(status, 0))) for status in STATUS_ORDER]
-    cards.append(_card("Rejected messages (recent)", totals["rejections"]))
-    updated = f"Updated {now.astimezone().strftime('%H:%M:%S')}"
-    return cards, figures.city_map(shaped, summaries), _table(shaped, summaries), updated
+def register(app: Dash) -> None:
+    """This page's callbacks, on ``app`` (each app gets its own)."""
+
+    @app.callback(
+        Output(ids.OVERVIEW_CARDS, "children"),
+        Output(ids.OVERVIEW_MAP, "figure"),
+        Output(ids.OVERVIEW_TABLE, "children"),
+        Output(ids.LAST_UPDATE, "children"),
+        Input(ids.REFRESH, "n_intervals"),
+    )
+    def refresh(_: int | None) -> tuple[list[html.Div], object, html.Table, str]:
+        """Query devices and latest values, then redraw cards, map and table."""
+        settings = current_app.extensions["smartcity.settings"]
+        now = datetime.now(UTC)
+        stale_after = timedelta(seconds=settings.stale_after_s)
+        shaped = with_status(queries.devices(), now, stale_after)
+        summaries = latest_summary(queries.latest_values())
+        counts = shaped["status"].value_counts()
+        totals = queries.totals(now - stale_after)
+        cards = [_card("Devices", totals["devices"])]
+        cards += [_card(status.capitalize(), int(counts.get(status, 0))) for status in STATUS_ORDER]
+        cards.append(_card("Rejected messages (recent)", totals["rejections"]))
+        updated = f"Updated {now.astimezone().strftime('%H:%M:%S')}"
+        return cards, figures.city_map(shaped, summaries), _table(shaped, summaries), updated

@@ -1,0 +1,28 @@
+// Dash 4 renders checklists and radio items as an ARIA listbox of options holding real inputs:
+// screen readers then announce a listbox with nested controls and no name. Plain inputs
+// in a fieldset are the accessible pattern, so the ARIA roles are taken off again, and the
+// group is named by its legend, whenever Dash (re)renders one.
+(function () {
+  function repair(root) {
+    // Only changes are written: an unchanged write would wake the observer again, for ever.
+    root.querySelectorAll('.dash-options-list[role="listbox"]').forEach(function (list) {
+      var radios = list.querySelector('input[type="radio"]') !== null;
+      list.setAttribute("role", radios ? "radiogroup" : "group");
+      var fieldset = list.closest("fieldset");
+      var legend = fieldset && fieldset.querySelector("legend");
+      if (legend) {
+        if (!legend.id) { legend.id = list.id + "-legend"; }
+        if (list.getAttribute("aria-labelledby") !== legend.id) {
+          list.setAttribute("aria-labelledby", legend.id);
+        }
+      }
+    });
+    root.querySelectorAll('.dash-options-list [role="option"]').forEach(function (option) {
+      option.removeAttribute("role");
+      option.removeAttribute("aria-selected");
+    });
+  }
+  new MutationObserver(function () { repair(document); })
+    .observe(document.documentElement, { childList: true, subtree: true, attributes: true,
+                                         attributeFilter: ["role"] });
+})();

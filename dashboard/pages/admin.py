@@ -1,0 +1,101 @@
+"""Administration: accounts and roles, and the audit log of who did what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Dash, Input, Output, State, dcc, html
+
+from dashboard import accounts, ids, queries, security
+from dashboard.attributes import attrs
+
+AUDIT_ROWS = 100
+
+
+def layout(**_: object) -> html.Div:
+    """The page."""
+    roles = [{"label": role, "value": role} for role in accounts.ROLES]
+    return html.Div(className="page admin", children=[
+        html.H2("Accounts"),
+        dcc.Store(id=ids.ADMIN_CHANGED, data=0),
+        html.Section(id=ids.ADMIN_USERS, className="table-panel", **attrs(aria_label="Accounts")),
+        html.Section(className="detail-panel", children=[
+            html.H3("Add an account"),
+            html.Label("Name", htmlFor=ids.ADMIN_NAME),
+            dcc.Input(id=ids.ADMIN_NAME, type="text", maxLength=64, debounce=True),
+            html.Fieldset(className="filter", children=[
+                html.Legend("Role"),
+                dcc.RadioItems(id=ids.ADMIN_ROLE, options=roles, value="planner", inline=True,
+                               inputClassName="check", labelClassName="check-label"),
+            ]),
+            html.Button("Add", id=ids.ADMIN_ADD),
+            html.Div(id=ids.ADMIN_RESULT, **attrs(role="status", aria_live="polite")),
+        ]),
+        html.H2("Audit log"),
+        html.Section(id=ids.ADMIN_AUDIT, className="table-panel", **attrs(aria_label="Audit log")),
+    ])  # fmt: skip
+
+
+dash.register_page(  # type: ignore[no-untyped-call]
+    __name__, path="/admin", name="Admin", title="Admin", layout=layout
+)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], css: str) -> html.Table:
+    head = html.Thead(html.Tr([html.Th(h, scope="col") for h in headers]))
+    body = html.Tbody([html.Tr([html.Td("" if v is None else str(v)) for v in row])
+                       for row in rows])  # fmt: skip
+    return html.Table([head, body], className=f"devices {css}")
+
+
+def register(app: Dash) -> None:
+    """This page's callbacks, on ``app`` (each app gets its own)."""
+
+    @app.callback(
+        Output(ids.ADMIN_USERS, "children"),
+        Output(ids.ADMIN_AUDIT, "children"),
+        Input(ids.ADMIN_CHANGED, "data"),
+        Input(ids.REFRESH, "n_intervals"),
+    )
+    def refresh(_: int, __: int | None) -> tuple[html.Table, html.Table]:
+        """The accounts (never a hash or a secret) and the newest audit entries."""
+        with queries.pool().connection() as conn:
+            users = conn.execute(
+                "SELECT name, role, CASE WHEN totp_secret IS NULL THEN 'password' ELSE"
+                " 'password + TOTP' END, last_login_at, CASE WHEN disabled_at IS NOT NULL THEN"
+                " 'disabled' WHEN locked_until > now() THEN 'locked' ELSE 'active' END"
+                " FROM users ORDER BY name"
+            ).fetchall()
+            audit = conn.execute(
+                "SELECT at, actor, action, detail::text FROM audit_log"
+                " ORDER BY entry_id DESC LIMIT %s",
+                (AUDIT_ROWS,),
+            ).fetchall()
+        return (
+            _table(("Name", "Role", "Login", "Last login", "State"), users, "users"),
+            _table(("When", "Who", "What", "Details"), audit, "audit"),
+        )
+
+    @app.callback(
+        Output(ids.ADMIN_RESULT, "children"),
+        Output(ids.ADMIN_CHANGED, "data"),
+        Input(ids.ADMIN_ADD, "n_clicks"),
+        State(ids.ADMIN_NAME, "value"),
+        State(ids.ADMIN_ROLE, "value"),
+        State(ids.ADMIN_CHANGED, "data"),
+        prevent_initial_call=True,
+    )
+    def add(_: int, name: str | None, role: str, changed: int) -> tuple[Any, int]:
+        """Make an account and show its first password (and TOTP setup) once, on this screen."""
+        try:
+            with queries.pool().connection() as conn:
+                account = accounts.create(conn, (name or "").strip(), role)
+        except accounts.AccountError as exc:
+            return html.P(str(exc), className="error"), changed
+        security.audit_action("user-add", user=account.name, role=account.role)
+        shown: list[Any] = [html.P(f"{account.name} ({account.role}) added. First password, shown"
+                                   " once:"), html.Code(account.password)]  # fmt: skip
+        if account.totp_uri:
+            shown += [html.P("Authenticator app setup (TOTP):"), html.Code(account.totp_uri)]
+        return shown, changed + 1

@@ -1,0 +1,170 @@
+"""History for planners: a metric by district, stream or kind over a range, with its gaps.
+
+The answer can be exported as CSV; bulk exports are the planner API's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+import psycopg
+from dash import Dash, Input, Output, State, dcc, html
+from flask import current_app
+
+from dashboard import ids, queries, security
+from dashboard.attributes import attrs
+from edge.metrics import METRICS
+from history.decimate import lttb
+from history.query import Answer, GroupBy, QueryError, aggregate
+
+RANGES = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30),
+          "365d": timedelta(days=365)}  # fmt: skip
+RANGE_LABELS = {"24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days",
+                "365d": "Last year"}  # fmt: skip
+BUCKETS = {"auto": None, "1m": timedelta(minutes=1), "1h": timedelta(hours=1),
+           "1d": timedelta(days=1)}  # fmt: skip
+CHART_POINTS = 1500  # per series: what a screen can show
+
+
+def auto_bucket(span: timedelta) -> timedelta:
+    """About 200-1,500 buckets over ``span``, at a stored resolution.
+
+    >>> auto_bucket(timedelta(days=1)), auto_bucket(timedelta(days=365))
+    (datetime.timedelta(seconds=60), datetime.timedelta(days=1))
+    """
+    if span <= timedelta(days=1):
+        return timedelta(minutes=1)
+    if span <= timedelta(days=60):
+        return timedelta(hours=1)
+    return timedelta(days=1)
+
+
+def _radio(label: str, component_id: str, options: dict[str, str], value: str) -> html.Fieldset:
+    return html.Fieldset(className="filter", children=[
+        html.Legend(label),
+        dcc.RadioItems(id=component_id, value=value, inline=True, inputClassName="check",
+                       labelClassName="check-label",
+                       options=[{"label": text, "value": key} for key, text in options.items()]),
+    ])  # fmt: skip
+
+
+def layout(**_: object) -> html.Div:
+    """The page; districts come from the registered devices."""
+    sites = sorted(set(queries.devices()["site"]))
+    metrics = {name: f"{m.label} ({m.display_unit})" if m.display_unit else m.label
+               for name, m in METRICS.items()}  # fmt: skip
+    return html.Div(className="page history", children=[
+        html.H2("History"),
+        html.Div(className="filters", children=[
+            _radio("Metric", ids.HISTORY_METRIC, metrics, "pm2_5"),
+            html.Fieldset(className="filter", children=[
+                html.Legend("Districts (none ticked: all)"),
+                dcc.Checklist(id=ids.HISTORY_SITE, options=sites, value=[], inline=True,
+                              inputClassName="check", labelClassName="check-label"),
+            ]),
+            _radio("Range", ids.HISTORY_RANGE, RANGE_LABELS, "7d"),
+            _radio("Bucket", ids.HISTORY_BUCKET, {"auto": "Automatic", "1m": "Minute",
+                                                  "1h": "Hour", "1d": "Day"}, "auto"),
+            _radio("One line per", ids.HISTORY_GROUP, {"site": "District", "stream": "Sensor",
+                                                       "family": "Kind"}, "site"),
+        ]),
+        dcc.Graph(id=ids.HISTORY_CHART, config={"displaylogo": False}, style={"height": "50vh"}),
+        html.Div(id=ids.HISTORY_GAPS, **attrs(role="status", aria_live="polite")),
+        html.Button("Export this answer as CSV", id=ids.HISTORY_EXPORT),
+        dcc.Download(id=ids.HISTORY_DOWNLOAD),
+    ])  # fmt: skip
+
+
+dash.register_page(  # type: ignore[no-untyped-call]
+    __name__, path="/history", name="History", title="History", layout=layout
+)
+
+
+def _answer(metric: str, sites: list[str], span: str, bucket: str, group: str) -> Answer:
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = end - RANGES.get(span, RANGES["7d"])
+    step = BUCKETS.get(bucket) or auto_bucket(end - start)
+    group_by: GroupBy = group if group in ("site", "stream", "family") else "site"  # type: ignore[assignment]
+    url = current_app.extensions["smartcity.settings"].database_url
+
+    async def run() -> Answer:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await aggregate(conn, start=start, end=end, bucket=step, group_by=group_by,
+                                   metrics=[metric], sites=sites or None)  # fmt: skip
+
+    return asyncio.run(run())
+
+
+def register(app: Dash) -> None:
+    """This page's callbacks, on ``app`` (each app gets its own)."""
+
+    @app.callback(
+        Output(ids.HISTORY_CHART, "figure"),
+        Output(ids.HISTORY_GAPS, "children"),
+        Input(ids.HISTORY_METRIC, "value"),
+        Input(ids.HISTORY_SITE, "value"),
+        Input(ids.HISTORY_RANGE, "value"),
+        Input(ids.HISTORY_BUCKET, "value"),
+        Input(ids.HISTORY_GROUP, "value"),
+    )
+    def chart(metric: str, sites: list[str], span: str, bucket: str, group: str) -> tuple[Any, Any]:
+        """The chart (long series thinned to what a screen shows) and the gaps, in words."""
+        try:
+            answer = _answer(metric, sites, span, bucket, group)
+        except QueryError as exc:
+            return go.Figure(), html.P(str(exc))
+        figure = go.Figure()
+        series: dict[str, tuple[list[datetime], list[float]]] = {}
+        for row in answer.rows:
+            if row.value is not None:
+                xs, ys = series.setdefault(row.group, ([], []))
+                xs.append(row.bucket)
+                ys.append(row.value)
+        import numpy as np  # noqa: PLC0415
+
+        for group_name, (xs, ys) in sorted(series.items()):
+            keep = lttb(np.array([x.timestamp() for x in xs]), np.array(ys), CHART_POINTS)
+            figure.add_trace(go.Scattergl(x=[xs[i] for i in keep], y=[ys[i] for i in keep],
+                                          mode="lines", name=group_name))  # fmt: skip
+        spec = METRICS.get(metric)
+        figure.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40},
+                             yaxis_title=spec.display_unit if spec else "",
+                             legend={"orientation": "h"})  # fmt: skip
+        gaps = [f"{group}: {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}"
+                for group, runs in answer.gaps.items() for first, last in runs]  # fmt: skip
+        text = f"{len(series)} series from {answer.level}. " + (
+            f"{len(gaps)} gaps (no data): " + "; ".join(gaps[:20]) if gaps else "No gaps."
+        )
+        return figure, html.P(text)
+
+    @app.callback(
+        Output(ids.HISTORY_DOWNLOAD, "data"),
+        Input(ids.HISTORY_EXPORT, "n_clicks"),
+        State(ids.HISTORY_METRIC, "value"),
+        State(ids.HISTORY_SITE, "value"),
+        State(ids.HISTORY_RANGE, "value"),
+        State(ids.HISTORY_BUCKET, "value"),
+        State(ids.HISTORY_GROUP, "value"),
+        prevent_initial_call=True,
+    )
+    def export(  # one argument per input, as Dash passes them
+        _: int, metric: str, sites: list[str], span: str, bucket: str, group: str
+    ) -> dict[str, Any]:
+        """The answer as CSV (group, bucket, value, readings); audited."""
+        answer = _answer(metric, sites, span, bucket, group)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "bucket", metric, "readings"])
+        for row in answer.rows:
+            writer.writerow([row.group, row.bucket.isoformat(), row.value, row.count])
+        security.audit_action("export", source="dashboard", metric=metric, sites=sites, range=span,
+                              bucket=bucket, group_by=group, rows=len(answer.rows))  # fmt: skip
+        # What dcc.Download takes: the file's text and name.
+        return {"content": out.getvalue(), "filename": f"history-{metric}-{span}.csv",
+                "base64": False, "type": "text/csv"}  # fmt: skip
