@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib
+from datetime import timedelta
 
 import dash
 import flask
-from dash import Dash, dcc, html
+from dash import Dash, Input, Output, dcc, html
 from psycopg_pool import ConnectionPool
 
 from dashboard import ids, security
 from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
+from dashboard.live import CityState
 from dashboard.queries import POOL_KEY
 
 PAGES = (
@@ -36,12 +38,15 @@ def open_pool(database_url: str) -> ConnectionPool:
     )
 
 
-def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> Dash:
+def create_app(
+    config: DashboardConfig, pool: ConnectionPool | None = None, *, start_timer: bool = True
+) -> Dash:
     """Build the app; the caller serves ``app.server`` (a Flask WSGI app).
 
     Args:
         config: Settings.
         pool: An open pool to use; by default one is opened on ``config.database_url``.
+        start_timer: Refresh the shared city snapshot in the background (off: on demand).
     """
     app = Dash(
         __name__,
@@ -63,6 +68,11 @@ def create_app(config: DashboardConfig, pool: ConnectionPool | None = None) -> D
     app.server.extensions[POOL_KEY] = pool
     app.server.extensions[SETTINGS_KEY] = config
     security.install(app.server, config, pool)
+    city = CityState(pool, timedelta(seconds=config.stale_after_s), config.refresh_s)
+    app.server.extensions["smartcity.city"] = city
+    if start_timer:
+        city.start()
+    _register_pause(app)
     app.layout = lambda: _shell(config)  # per request: the navigation depends on the role
     return app
 
@@ -89,9 +99,8 @@ def _shell(config: DashboardConfig) -> html.Div:
                         ],
                         **attrs(aria_label="Pages"),
                     ),
-                    html.P(
-                        id=ids.LAST_UPDATE, className="last-update", **attrs(aria_live="polite")
-                    ),
+                    html.P(id=ids.LAST_UPDATE, className="last-update", **attrs(aria_live="off")),
+                    html.Button("Pause live updates", id=ids.PAUSE, className="pause"),
                     html.Form(
                         action="/logout",
                         method="post",
@@ -110,3 +119,16 @@ def _shell(config: DashboardConfig) -> html.Div:
             html.Main(dash.page_container, id="content", tabIndex="-1"),
         ],
     )
+
+
+def _register_pause(app: Dash) -> None:
+    @app.callback(
+        Output(ids.REFRESH, "disabled"),
+        Output(ids.PAUSE, "children"),
+        Input(ids.PAUSE, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def pause(clicks: int) -> tuple[bool, str]:
+        """Stop and restart the live updates (the page keeps what it shows meanwhile)."""
+        paused = clicks % 2 == 1
+        return paused, "Resume live updates" if paused else "Pause live updates"

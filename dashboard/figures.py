@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -16,7 +17,8 @@ FAMILY_LABEL = {"traffic": "Traffic", "air": "Air quality", "waste": "Waste bins
 STATUS_COLOUR = {LIVE: "#009E73", STALE: "#E69F00", OFFLINE: "#D55E00", SILENT: "#7F7F7F"}
 
 
-def _symbol(family: str, status: str) -> str:
+def marker_symbol(family: str, status: str) -> str:
+    """The marker: the family's shape, filled when live and hollow otherwise."""
     base = FAMILY_SYMBOL.get(family, "diamond")
     return base if status == LIVE else f"{base}-open"
 
@@ -48,7 +50,7 @@ def city_map(devices: pd.DataFrame, summaries: dict[str, str] | None = None) -> 
                     mode="markers",
                     name=f"{label}: {status}",
                     marker={
-                        "symbol": _symbol(family, status),
+                        "symbol": marker_symbol(family, status),
                         "size": 11,
                         "color": STATUS_COLOUR[status],
                         "line": {"width": 2, "color": STATUS_COLOUR[status]},
@@ -87,4 +89,62 @@ def city_map(devices: pd.DataFrame, summaries: dict[str, str] | None = None) -> 
             "scaleratio": 1 / max(math.cos(math.radians(mid_lat)), 0.1),
         },
     )
+    return figure
+
+
+def hover(name: object, device: object, status: str) -> str:
+    """A point's hover text: what it is and its status, in words."""
+    return f"<b>{name}</b><br>{device} · {status}"
+
+
+def live_map(devices: pd.DataFrame, trace: np.ndarray, point: np.ndarray) -> go.Figure:
+    """Every device, one trace per family, status by symbol fill and colour per point.
+
+    Points follow ``trace``/``point`` (see ``live.map_positions``), so a status change is
+    patched into one point's colour, symbol and text instead of redrawing the map.
+    """
+    figure = go.Figure()
+    for index, family in enumerate(FAMILY_LABEL):
+        rows = devices[trace == index]
+        rows = rows.iloc[np.argsort(point[trace == index])]
+        statuses = rows["status"].tolist()
+        figure.add_trace(
+            go.Scattergl(
+                x=rows["lon"], y=rows["lat"], mode="markers", name=FAMILY_LABEL[family],
+                marker={
+                    "symbol": [marker_symbol(family, s) for s in statuses],
+                    "size": 9,
+                    "color": [STATUS_COLOUR[s] for s in statuses],
+                    "line": {"width": 1.5, "color": [STATUS_COLOUR[s] for s in statuses]},
+                },
+                text=[hover(n, d, s) for n, d, s in zip(rows["name"], rows["device_id"],
+                                                       statuses, strict=True)],
+                hoverinfo="text", customdata=rows["device_id"],
+            )
+        )  # fmt: skip
+    for status in STATUS_ORDER:  # the key: each status's colour and fill, named in words
+        fill = "filled" if status == LIVE else "hollow"
+        figure.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", name=f"{status} ({fill})",
+            marker={"symbol": "circle" if status == LIVE else "circle-open", "size": 10,
+                    "color": STATUS_COLOUR[status]}, hoverinfo="skip",
+        ))  # fmt: skip
+    located = devices[trace >= 0]
+    if not located.empty:
+        centres = located.groupby("site")[["lat", "lon"]].mean()
+        figure.add_trace(go.Scatter(
+            x=centres["lon"], y=centres["lat"], text=list(centres.index), mode="text",
+            textfont={"size": 13, "color": "#1b1f24"}, hoverinfo="skip", showlegend=False,
+            name="districts",
+        ))  # fmt: skip
+    mid_lat = float(located["lat"].mean()) if not located.empty else 0.0
+    figure.update_layout(
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        plot_bgcolor="#F4F6F8",
+        uirevision="city-map",
+        xaxis={"visible": False},
+        yaxis={"visible": False, "scaleanchor": "x",
+               "scaleratio": 1 / max(math.cos(math.radians(mid_lat)), 0.1)},
+    )  # fmt: skip
     return figure

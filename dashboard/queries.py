@@ -87,3 +87,47 @@ SELECT d.device_id, d.name, d.site, d.family, d.state, d.last_seen, d.status AS 
 def fleet(since: datetime, *, db: ConnectionPool | None = None) -> pd.DataFrame:
     """Every device with its health report and its rejected messages since ``since``."""
     return _frame(_FLEET, {"since": since}, db=db)
+
+
+_DEVICE_STATES = """
+SELECT device_id, name, site, family, lat, lon, last_seen, state
+  FROM devices ORDER BY device_id
+"""
+
+
+def device_states(*, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """Every device with what its status is judged by, in id order (the live map's order)."""
+    return _frame(_DEVICE_STATES, db=db)
+
+
+_DISTRICTS = """
+SELECT d.site,
+       count(DISTINCT d.device_id) AS devices,
+       (SELECT count(*) FROM alerts a WHERE a.site = d.site AND a.state <> 'resolved')
+           AS open_alerts,
+       (SELECT count(*) FROM alerts a WHERE a.site = d.site AND a.state <> 'resolved'
+           AND a.kind = 'congestion') AS congested,
+       count(*) FILTER (WHERE s.metric = 'fill_level' AND l.value > 80) AS bins_over_80,
+       max(l.value) FILTER (WHERE s.metric = 'pm2_5') AS worst_pm2_5
+  FROM devices d
+  LEFT JOIN streams s USING (device_id)
+  LEFT JOIN latest l USING (stream_id)
+ GROUP BY d.site
+ ORDER BY d.site
+"""
+
+_NEWEST_ALERTS = """
+SELECT alert_id, opened_at, device_id, site, kind, severity, message
+  FROM alerts WHERE state <> 'resolved'
+ ORDER BY opened_at DESC, alert_id DESC LIMIT %(limit)s
+"""
+
+
+def districts(*, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """Per district: devices, open alerts, congestion, bins above 80 %, worst PM2.5 now."""
+    return _frame(_DISTRICTS, db=db)
+
+
+def newest_alerts(limit: int, *, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """The newest unresolved alerts."""
+    return _frame(_NEWEST_ALERTS, {"limit": limit}, db=db)

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser import chromium
+from tests.dashboard.test_overview import MAP_POINTS
 
 DEVICES = 60
 
@@ -112,15 +111,7 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
             assert len(json.load(response)["items"]) == DEVICES
         with chromium() as browser:
             browser.get(url)
-            WebDriverWait(browser, 30).until(
-                expected_conditions.presence_of_element_located(
-                    (By.CSS_SELECTOR, "tr[data-device]")
-                )
-            )
-            shown = browser.execute_script(
-                "return document.querySelectorAll('tr[data-device]').length"
-            )
-            assert shown == DEVICES
+            WebDriverWait(browser, 30).until(lambda b: len(b.execute_script(MAP_POINTS)) == DEVICES)
     finally:
         if process.poll() is None:
             stop_demo(process)

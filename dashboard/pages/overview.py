@@ -1,40 +1,68 @@
-"""Overview: the whole city at a glance, refreshed live."""
+"""Overview: the whole city at a glance, kept live by patches, not redraws.
+
+The page draws the map once, then each tick sends only what changed since the version it
+shows: the colour, symbol and text of the devices whose status changed (a plotly ``Patch``),
+and the cards, attention list and alert feed only when they differ. All pages read the one
+shared snapshot (``dashboard.live``), so ten open screens cost one query per tick.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+from typing import Any
 
 import dash
 import pandas as pd
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, Patch, State, dcc, html
 from flask import current_app
 
-from dashboard import figures, ids, queries
+from dashboard import figures, ids
 from dashboard.attributes import attrs
-from dashboard.views import STATUS_ORDER, latest_summary, with_status
+from dashboard.live import CityState, Snapshot, changed_indices
+from dashboard.views import LIVE, STATUS_ORDER
+from processing import aqi
+
+ATTENTION_ROWS = 50  # devices listed by name; the map shows them all
 
 layout = html.Div(
     className="page overview",
     children=[
         html.Section(id=ids.OVERVIEW_CARDS, className="cards", **attrs(aria_label="City totals")),
         html.Section(
-            className="map-panel",
+            id=ids.OVERVIEW_DISTRICTS, className="cards districts", **attrs(aria_label="Districts")
+        ),
+        html.Div(
+            className="overview-layout",
             children=[
-                html.H2("Devices on the map"),
-                dcc.Graph(
-                    id=ids.OVERVIEW_MAP,
-                    config={"displaylogo": False, "scrollZoom": True},
-                    style={"height": "60vh"},
+                html.Section(
+                    className="map-panel",
+                    children=[
+                        html.H2("Devices on the map"),
+                        dcc.Graph(
+                            id=ids.OVERVIEW_MAP,
+                            config={"displaylogo": False, "scrollZoom": True},
+                            style={"height": "60vh"},
+                        ),
+                    ],
+                ),
+                html.Section(
+                    className="detail-panel",
+                    children=[
+                        html.H2("Newest alerts"),
+                        html.Ol(
+                            id=ids.OVERVIEW_FEED,
+                            className="feed",
+                            **attrs(aria_live="polite", aria_relevant="additions"),
+                        ),
+                    ],
                 ),
             ],
         ),
         html.Section(
             className="table-panel",
-            children=[
-                html.H2("Devices and their latest readings"),
-                html.Div(id=ids.OVERVIEW_TABLE),
-            ],
+            children=[html.H2("Devices that need attention"), html.Div(id=ids.OVERVIEW_TABLE)],
         ),
+        dcc.Store(id=ids.OVERVIEW_VERSION, data=None),
     ],
 )
 
@@ -47,29 +75,71 @@ def _card(label: str, value: int | str) -> html.Div:
     return html.Div(className="card", children=[html.Span(label), html.Strong(str(value))])
 
 
-def _table(shaped: pd.DataFrame, summaries: dict[str, str]) -> html.Table:
-    header = html.Thead(
-        html.Tr(
-            [html.Th(h, scope="col") for h in ("Device", "District", "Kind", "Status", "Latest")]
-        )
-    )
-    rows = []
-    for record in shaped.to_dict("records"):
-        device, status = str(record["device_id"]), str(record["status"])
-        badge = f"status status-{status.split(maxsplit=1)[0]}"
-        rows.append(
-            html.Tr(
-                [
-                    html.Th(device, scope="row"),
-                    html.Td(str(record["site"])),
-                    html.Td(str(record["family"])),
-                    html.Td(html.Span(status, className=badge)),
-                    html.Td(summaries.get(device, "")),
-                ],
-                **attrs(data_device=device),
-            )
-        )
-    return html.Table([header, html.Tbody(rows)], className="devices")
+def _cards(snapshot: Snapshot) -> list[html.Div]:
+    counts = pd.Series(snapshot.status).value_counts()
+    cards = [_card("Devices", len(snapshot.devices))]
+    cards += [_card(status.capitalize(), int(counts.get(code, 0)))
+              for code, status in enumerate(STATUS_ORDER)]  # fmt: skip
+    cards.append(_card("Rejected messages (recent)", snapshot.totals["rejections"]))
+    return cards
+
+
+def _district(row: dict[str, Any]) -> html.Div:
+    pm = row["worst_pm2_5"]
+    band = aqi.band(aqi.DEFAULT_SCHEME, "pm2_5", float(pm)) if pd.notna(pm) else 0
+    air = aqi.band_name(aqi.DEFAULT_SCHEME, band) if band else "no air data"
+    lines = [
+        f"{row['live']} of {row['devices']} devices live",
+        f"air: {air}",
+        f"{row['congested']} congested roads",
+        f"{row['bins_over_80']} bins above 80 %",
+        f"{row['open_alerts']} open alerts",
+    ]
+    return html.Div(className="card district", children=[
+        html.H3(row["site"]), html.Ul([html.Li(line) for line in lines])])  # fmt: skip
+
+
+def _attention(snapshot: Snapshot) -> html.Div:
+    frame = snapshot.devices[snapshot.devices["status"] != LIVE]
+    if frame.empty:
+        return html.Div(html.P("Every device is live."))
+    rows = [html.Tr([html.Th(r["device_id"], scope="row"), html.Td(r["site"]),
+                     html.Td(r["family"]), html.Td(html.Span(r["status"], className="status "
+                     f"status-{r['status'].split(maxsplit=1)[0]}"))],
+                    **attrs(data_device=r["device_id"]))
+            for r in frame.head(ATTENTION_ROWS).to_dict("records")]  # fmt: skip
+    header = html.Thead(html.Tr([html.Th(h, scope="col") for h in
+                                 ("Device", "District", "Kind", "Status")]))  # fmt: skip
+    more = len(frame) - ATTENTION_ROWS
+    note = html.P(f"... and {more:,} more (the Fleet page lists them all)") if more > 0 else ""
+    return html.Div([html.Table([header, html.Tbody(rows)], className="devices"), note])
+
+
+def _feed(snapshot: Snapshot) -> list[html.Li]:
+    return [html.Li([html.Span(r["severity"], className=f"severity severity-{r['severity']}"),
+                     f" {r['kind'].replace('_', ' ')} at {r['device_id']} ({r['site']})"])
+            for r in snapshot.feed.to_dict("records")]  # fmt: skip
+
+
+def _signature(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def map_patch(before: Snapshot, after: Snapshot) -> Patch:
+    """The changed devices' colour, symbol, outline and text, as a patch of the map."""
+    patch = Patch()
+    for index in changed_indices(before.status, after.status):
+        trace, point = int(after.trace[index]), int(after.point[index])
+        if trace < 0:
+            continue  # not on the map
+        row = after.devices.iloc[index]
+        status = str(row["status"])
+        marker = patch["data"][trace]["marker"]
+        marker["color"][point] = figures.STATUS_COLOUR[status]
+        marker["line"]["color"][point] = figures.STATUS_COLOUR[status]
+        marker["symbol"][point] = figures.marker_symbol(str(row["family"]), status)
+        patch["data"][trace]["text"][point] = figures.hover(row["name"], row["device_id"], status)
+    return patch
 
 
 def register(app: Dash) -> None:
@@ -77,22 +147,45 @@ def register(app: Dash) -> None:
 
     @app.callback(
         Output(ids.OVERVIEW_CARDS, "children"),
+        Output(ids.OVERVIEW_DISTRICTS, "children"),
         Output(ids.OVERVIEW_MAP, "figure"),
         Output(ids.OVERVIEW_TABLE, "children"),
+        Output(ids.OVERVIEW_FEED, "children"),
         Output(ids.LAST_UPDATE, "children"),
+        Output(ids.OVERVIEW_VERSION, "data"),
         Input(ids.REFRESH, "n_intervals"),
+        State(ids.OVERVIEW_VERSION, "data"),
     )
-    def refresh(_: int | None) -> tuple[list[html.Div], object, html.Table, str]:
-        """Query devices and latest values, then redraw cards, map and table."""
-        settings = current_app.extensions["smartcity.settings"]
-        now = datetime.now(UTC)
-        stale_after = timedelta(seconds=settings.stale_after_s)
-        shaped = with_status(queries.devices(), now, stale_after)
-        summaries = latest_summary(queries.latest_values())
-        counts = shaped["status"].value_counts()
-        totals = queries.totals(now - stale_after)
-        cards = [_card("Devices", totals["devices"])]
-        cards += [_card(status.capitalize(), int(counts.get(status, 0))) for status in STATUS_ORDER]
-        cards.append(_card("Rejected messages (recent)", totals["rejections"]))
-        updated = f"Updated {now.astimezone().strftime('%H:%M:%S')}"
-        return cards, figures.city_map(shaped, summaries), _table(shaped, summaries), updated
+    def refresh(_: int | None, shown: dict[str, Any] | None) -> tuple[Any, ...]:
+        """Everything the first time; afterwards only what changed since the shown version."""
+        state: CityState = current_app.extensions["smartcity.city"]
+        now = state.current()
+        parts = {
+            "cards": _signature(now.totals, now.status.tobytes()),
+            "districts": _signature(now.districts.to_numpy().tolist()),
+            "attention": _signature(now.status.tobytes(), now.layout),
+            "feed": _signature(now.feed["alert_id"].tolist()),
+        }
+        before = state.at(shown["version"]) if shown and shown.get("layout") == now.layout else None
+        if before is None:
+            figure: Any = figures.live_map(now.devices, now.trace, now.point)
+        elif before.version == now.version:
+            figure = dash.no_update
+        else:
+            figure = map_patch(before, now)
+        old = (shown or {}).get("parts", {}) if before is not None else {}
+
+        def unless_same(name: str, build: Any) -> Any:
+            return dash.no_update if old.get(name) == parts[name] else build(now)
+
+        updated = f"Updated {now.taken_at.astimezone().strftime('%H:%M:%S')}"
+        return (
+            unless_same("cards", _cards),
+            unless_same("districts", lambda s: [_district(r) for r in
+                                                s.districts.to_dict("records")]),
+            figure,
+            unless_same("attention", _attention),
+            unless_same("feed", _feed),
+            updated,
+            {"layout": now.layout, "version": now.version, "parts": parts},
+        )  # fmt: skip

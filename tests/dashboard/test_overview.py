@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -67,31 +68,57 @@ def test_queries_return_every_device_and_latest_value(
     assert totals == {"devices": 12, "reporting": 11, "live_streams": 11, "rejections": 0}
 
 
+# Every point on the live map, per trace: (device, hover text, colour), read from plotly's data.
+MAP_POINTS = """
+const plot = document.querySelector('#overview-map .js-plotly-plot');
+if (!plot || !plot.data) { return []; }
+return plot.data.filter(t => t.customdata).flatMap(t => Array.from(t.customdata).map(
+    (d, i) => [d, t.text[i], t.marker.color[i]]));
+"""
+
+
 @pytest.mark.browser
-def test_overview_shows_every_device_in_a_real_browser(
-    timescale_database: Database,
-) -> None:
+def test_overview_shows_every_device_and_patches_changes(timescale_database: Database) -> None:
     names = populate(timescale_database.dsn)
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "planner", PASSWORD)
         browser.get(dashboard.url + "/")
         wait = WebDriverWait(browser, 30)
-        wait.until(
-            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "tr[data-device]"))
-        )
-        # One script reads the table at once: live updates replace its rows every second.
-        rows = browser.execute_script(
+        wait.until(lambda b: len(b.execute_script(MAP_POINTS)) == len(names))
+        points = {device: text for device, text, _ in browser.execute_script(MAP_POINTS)}
+        assert sorted(points) == sorted(names)
+        assert "never reported" in points[names[-1]]  # status in words, not only colour
+        legend = browser.find_element(By.CSS_SELECTOR, "#overview-map .legend").text
+        assert "Air quality" in legend
+        assert "live (filled)" in legend
+        # Only the device that is not live is listed by name.
+        listed = browser.execute_script(
             "return Array.from(document.querySelectorAll('tr[data-device]'))"
             ".map(r => [r.dataset.device, r.querySelector('.status').textContent]);"
         )
-        assert sorted(device for device, _ in rows) == sorted(names)
-        # Status is written out, not only coloured.
-        assert {status for _, status in rows} == {"live", "never reported"}
-        wait.until(
-            expected_conditions.presence_of_element_located(
-                (By.CSS_SELECTOR, "#overview-map .main-svg")
-            )
-        )
-        legend = browser.find_element(By.CSS_SELECTOR, "#overview-map .legend").text
-        assert "Air quality: live" in legend
+        assert listed == [[names[-1], "never reported"]]
         assert "Updated" in browser.find_element(By.ID, "shell-last-update").text
+
+        # A device falls silent: the map point changes in place, the list gains it.
+        with psycopg.connect(timescale_database.dsn) as conn:
+            conn.execute(
+                "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = %s",
+                (names[0],),
+            )
+        wait.until(lambda b: any(d == names[0] and "stale" in t
+                                 for d, t, _ in b.execute_script(MAP_POINTS)))  # fmt: skip
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-device]")) == 2)
+
+        # Paused, nothing changes; resumed, it catches up.
+        browser.find_element(By.ID, "shell-pause").click()
+        wait.until(expected_conditions.text_to_be_present_in_element(
+            (By.ID, "shell-pause"), "Resume"))  # fmt: skip
+        with psycopg.connect(timescale_database.dsn) as conn:
+            conn.execute(
+                "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = %s",
+                (names[1],),
+            )
+        time.sleep(3)  # three ticks' worth
+        assert len(browser.find_elements(By.CSS_SELECTOR, "tr[data-device]")) == 2
+        browser.find_element(By.ID, "shell-pause").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-device]")) == 3)
