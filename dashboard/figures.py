@@ -114,8 +114,8 @@ def live_map(devices: pd.DataFrame, trace: np.ndarray, point: np.ndarray) -> go.
                 marker={
                     "symbol": [marker_symbol(family, s) for s in statuses],
                     "size": 9,
+                    # Hollow symbols draw their outline in the marker colour: one colour array.
                     "color": [STATUS_COLOUR[s] for s in statuses],
-                    "line": {"width": 1.5, "color": [STATUS_COLOUR[s] for s in statuses]},
                 },
                 text=[hover(n, d, s) for n, d, s in zip(rows["name"], rows["device_id"],
                                                        statuses, strict=True)],

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -110,8 +111,18 @@ def install(app: Flask, config: DashboardConfig, pool: ConnectionPool) -> None:
 
     app.extensions["smartcity.audit"] = audit
 
+    @app.after_request
+    def server_timing(response: Response) -> Response:
+        # How long the server worked on this request: browsers' tools and the benchmark read it.
+        started = g.get("started")
+        if started is not None:
+            elapsed = (time.perf_counter() - started) * 1000
+            response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
+        return response
+
     @app.before_request
     def gate() -> Response | None:
+        g.started = time.perf_counter()
         path = request.path
         if path.startswith(_PUBLIC):
             return None

@@ -126,7 +126,7 @@ def _signature(*parts: object) -> str:
 
 
 def map_patch(before: Snapshot, after: Snapshot) -> Patch:
-    """The changed devices' colour, symbol, outline and text, as a patch of the map."""
+    """The changed devices' colour, symbol and text, as a patch of the map."""
     patch = Patch()
     for index in changed_indices(before.status, after.status):
         trace, point = int(after.trace[index]), int(after.point[index])
@@ -136,7 +136,6 @@ def map_patch(before: Snapshot, after: Snapshot) -> Patch:
         status = str(row["status"])
         marker = patch["data"][trace]["marker"]
         marker["color"][point] = figures.STATUS_COLOUR[status]
-        marker["line"]["color"][point] = figures.STATUS_COLOUR[status]
         marker["symbol"][point] = figures.marker_symbol(str(row["family"]), status)
         patch["data"][trace]["text"][point] = figures.hover(row["name"], row["device_id"], status)
     return patch
