@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed
 
 from dashboard import queries
 from dashboard.views import STATUS_ORDER, with_status
@@ -86,6 +86,7 @@ class CityState:
         self._lock = threading.Lock()
         self._history: OrderedDict[int, Snapshot] = OrderedDict()
         self._current: Snapshot | None = None
+        self._stopped = threading.Event()
         self._device_key: tuple[str, ...] = ()
         self._layout = 0
 

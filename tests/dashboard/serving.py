@@ -93,6 +93,7 @@ def serving(dsn: str, **settings: Any) -> Iterator[Served]:
             client.close()
         server.close()
         thread.join(10)
+        app.server.extensions["smartcity.city"].stop()
         app.server.extensions[queries.POOL_KEY].close()
 
 
