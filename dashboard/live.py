@@ -94,14 +94,20 @@ class CityState:
         """Refresh in the background every interval: pages only ever read a snapshot."""
         threading.Thread(target=self._run, name="city-state", daemon=True).start()
 
+    def stop(self) -> None:
+        """End the background refresh (before the pool closes)."""
+        self._stopped.set()
+
     def _run(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             started = time.monotonic()
             try:
                 self.current(refresh=True)
+            except PoolClosed:
+                return
             except Exception:  # a database blip must not end the timer
                 log.warning("could not refresh the city snapshot", exc_info=True)
-            time.sleep(max(self._interval_s - (time.monotonic() - started), 0.1))
+            self._stopped.wait(max(self._interval_s - (time.monotonic() - started), 0.1))
 
     def current(self, *, refresh: bool = False) -> Snapshot:
         """The newest snapshot (taken now if there is none yet, or ``refresh``)."""
