@@ -67,8 +67,8 @@ def detail(pool: ConnectionPool, alert_id: int) -> tuple[dict[str, Any], list[di
     """One alert and its history, oldest first."""
     with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT alert_id, device_id, site, kind, severity, state, message, score, value,"
-            " started_at, opened_at, occurrences FROM alerts WHERE alert_id = %s",
+            "SELECT alert_id, stream_id, device_id, site, kind, severity, state, message, score,"
+            " value, started_at, opened_at, occurrences FROM alerts WHERE alert_id = %s",
             (alert_id,),
         )
         alert = cur.fetchone()

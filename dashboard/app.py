@@ -22,6 +22,7 @@ PAGES = (
     "dashboard.pages.fleet",
     "dashboard.pages.history",
     "dashboard.pages.admin",
+    "dashboard.pages.sensor",
 )
 SETTINGS_KEY = "smartcity.settings"
 

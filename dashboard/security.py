@@ -38,6 +38,7 @@ PAGES: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "/fleet": ("fleet", frozenset({"technician", "operator", "admin"})),
     "/history": ("history", frozenset({"planner", "operator", "admin"})),
     "/admin": ("admin", frozenset({"admin"})),
+    "/sensor": ("sensor", ALL_ROLES),
 }
 PREFIX_ROLES: Final = {prefix: roles for prefix, roles in PAGES.values()} | {"shell": ALL_ROLES}
 CSRF_COOKIE: Final = "_csrf_token"  # the name Dash's renderer reads

@@ -12,6 +12,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -53,3 +54,42 @@ def score_series(
     scores = np.zeros(x.size)
     stage.process(ReadingColumns(np.zeros(x.size, np.int32), ts_us, x), out_score=scores)
     return scores
+
+
+def baseline_band(
+    ts_us: NDArray[np.int64],
+    values: NDArray[np.float64],
+    shown_from_us: int,
+    *,
+    points: int = 300,
+    settings: DetectionSettings | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Scores, and the learned baseline (expected value and spread) as a chart draws them.
+
+    Everything before ``shown_from_us`` is learned from in one go; the rest is replayed in
+    ``points`` steps, reading the detector's expected value and sigma after each, so a chart
+    shows the band the detectors compared each reading with.
+
+    Returns:
+        (score per reading, band times, expected, sigma), the band over the shown part only.
+    """
+    from processing import _kernels as k  # noqa: PLC0415  # the state's column numbers
+
+    stage = DetectionStage(settings or replace(DetectionSettings(), warmup_s=0.0), capacity=1)
+    scores = np.zeros(values.size)
+    first = int(np.searchsorted(ts_us, shown_from_us))
+    bounds = [0, first, *np.linspace(first, values.size, points + 1).astype(int)[1:].tolist()]
+    band_ts, expected, sigma = [], [], []
+    for start, stop in itertools.pairwise(bounds):
+        if stop <= start:
+            continue
+        part = slice(start, stop)
+        out = np.zeros(stop - start)
+        columns = ReadingColumns(np.zeros(stop - start, np.int32), ts_us[part], values[part])
+        stage.process(columns, out_score=out)
+        scores[part] = out
+        if start >= first:
+            band_ts.append(int(ts_us[stop - 1]))
+            expected.append(float(stage.state.core[0, k.C_EXPECTED]))
+            sigma.append(float(stage.state.core[0, k.C_SIGMA]))
+    return scores, np.array(band_ts, np.int64), np.array(expected), np.array(sigma)

@@ -224,8 +224,16 @@ def register(app: Dash) -> None:
                 line += [": ", html.Q(event["comment"])]
             items.append(html.Li(line, **attrs(data_action=event["action"])))
         history = html.Ol(items, className="history")
-        body = [html.H3(f"Alert {alert['alert_id']}: {alert['message']}"), facts,
-                html.H4("History"), history]  # fmt: skip
+        sensor = dcc.Link(
+            "Readings with the learned band", href=f"/sensor?stream={alert['stream_id']}"
+        )
+        body = [
+            html.H3(f"Alert {alert['alert_id']}: {alert['message']}"),
+            facts,
+            sensor,
+            html.H4("History"),
+            history,
+        ]
         return body, alert["state"] != "open", alert["state"] == "resolved"
 
     @app.callback(

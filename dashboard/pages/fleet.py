@@ -96,7 +96,8 @@ def _cells(row: dict[str, Any], found: list[str], now: datetime) -> list[html.Td
     texts = (row["site"], row["family"], row["status"], _ago(row["last_seen"], now), software,
              health.get("backlog", ""), health.get("dropped", ""), health.get("sensor_faults", ""),
              clock, row["rejections"] or "", "; ".join(found) or "nothing")  # fmt: skip
-    return [html.Th(row["device_id"], scope="row"), *(html.Td(str(t)) for t in texts)]
+    device = dcc.Link(row["device_id"], href=f"/sensor?device={row['device_id']}")
+    return [html.Th(device, scope="row"), *(html.Td(str(t)) for t in texts)]
 
 
 def register(app: Dash) -> None:

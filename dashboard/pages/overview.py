@@ -99,11 +99,15 @@ def _district(row: dict[str, Any]) -> html.Div:
         html.H3(row["site"]), html.Ul([html.Li(line) for line in lines])])  # fmt: skip
 
 
+def _sensor_link(device: str) -> dcc.Link:
+    return dcc.Link(device, href=f"/sensor?device={device}")
+
+
 def _attention(snapshot: Snapshot) -> html.Div:
     frame = snapshot.devices[snapshot.devices["status"] != LIVE]
     if frame.empty:
         return html.Div(html.P("Every device is live."))
-    rows = [html.Tr([html.Th(r["device_id"], scope="row"), html.Td(r["site"]),
+    rows = [html.Tr([html.Th(_sensor_link(r["device_id"]), scope="row"), html.Td(r["site"]),
                      html.Td(r["family"]), html.Td(html.Span(r["status"], className="status "
                      f"status-{r['status'].split(maxsplit=1)[0]}"))],
                     **attrs(data_device=r["device_id"]))
