@@ -10,7 +10,7 @@ import flask
 from dash import Dash, Input, Output, dcc, html
 from psycopg_pool import ConnectionPool
 
-from dashboard import ids, security
+from dashboard import boundaries, ids, security
 from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
 from dashboard.live import CityState
@@ -71,6 +71,7 @@ def create_app(
     security.install(app.server, config, pool)
     city = CityState(pool, timedelta(seconds=config.stale_after_s), config.refresh_s)
     app.server.extensions["smartcity.city"] = city
+    app.server.extensions["smartcity.boundaries"] = boundaries.load(config.districts_file)
     if start_timer:
         city.start()
     _register_pause(app)

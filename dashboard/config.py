@@ -30,6 +30,8 @@ class DashboardConfig:
         cookie_secure: Send cookies over HTTPS only (turn off only on loopback trials).
         session_hours: A login lasts this long.
         login_links: Accept one-time login links (the demo prints one; keep off in production).
+        districts_file: GeoJSON FeatureCollection of the districts' boundaries, drawn on the
+            map (no tile server needed); empty: districts are labelled at their devices' centre.
     """
 
     database_url: str = "postgresql:///smartcity"
@@ -43,6 +45,7 @@ class DashboardConfig:
     cookie_secure: bool = True
     session_hours: float = 12.0
     login_links: bool = False
+    districts_file: str = ""
 
     def __post_init__(self) -> None:
         if self.refresh_s < 1:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dashboard.boundaries import Boundary
 from dashboard.views import LIVE, OFFLINE, SILENT, STALE, STATUS_ORDER
 
 # Symbol by family, filled when live and open otherwise: status never rests on colour alone.
@@ -23,81 +24,17 @@ def marker_symbol(family: str, status: str) -> str:
     return base if status == LIVE else f"{base}-open"
 
 
-def city_map(devices: pd.DataFrame, summaries: dict[str, str] | None = None) -> go.Figure:
-    """Every device at its position, without map tiles (so it works offline).
-
-    Args:
-        devices: Rows with device_id, name, family, lat, lon and status.
-        summaries: Latest values per device, shown on hover.
-    """
-    summaries = summaries or {}
-    located = devices.dropna(subset=["lat", "lon"])
-    figure = go.Figure()
-    for family, label in FAMILY_LABEL.items():
-        for status in STATUS_ORDER:
-            rows = located[(located["family"] == family) & (located["status"] == status)]
-            if rows.empty:
-                continue
-            hover = [
-                f"<b>{r['name']}</b><br>{r['device_id']} · {status}<br>"
-                + summaries.get(str(r["device_id"]), "no readings yet")
-                for r in rows.to_dict("records")
-            ]
-            figure.add_trace(
-                go.Scattergl(
-                    x=rows["lon"],
-                    y=rows["lat"],
-                    mode="markers",
-                    name=f"{label}: {status}",
-                    marker={
-                        "symbol": marker_symbol(family, status),
-                        "size": 11,
-                        "color": STATUS_COLOUR[status],
-                        "line": {"width": 2, "color": STATUS_COLOUR[status]},
-                    },
-                    text=hover,
-                    hoverinfo="text",
-                    customdata=rows["device_id"],
-                )
-            )
-    if not located.empty:
-        # District names at the centre of their devices, so the map reads without tiles.
-        centres = located.groupby("site")[["lat", "lon"]].mean()
-        figure.add_trace(
-            go.Scatter(
-                x=centres["lon"],
-                y=centres["lat"],
-                text=list(centres.index),
-                mode="text",
-                textfont={"size": 13, "color": "#1b1f24"},
-                hoverinfo="skip",
-                showlegend=False,
-                name="districts",
-            )
-        )
-    mid_lat = float(located["lat"].mean()) if not located.empty else 0.0
-    figure.update_layout(
-        margin={"l": 0, "r": 0, "t": 0, "b": 0},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
-        plot_bgcolor="#F4F6F8",
-        uirevision="city-map",  # keep the user's zoom across live updates
-        xaxis={"visible": False},
-        yaxis={
-            "visible": False,
-            "scaleanchor": "x",
-            # Equirectangular: a degree of longitude is shorter than one of latitude.
-            "scaleratio": 1 / max(math.cos(math.radians(mid_lat)), 0.1),
-        },
-    )
-    return figure
-
-
 def hover(name: object, device: object, status: str) -> str:
     """A point's hover text: what it is and its status, in words."""
     return f"<b>{name}</b><br>{device} · {status}"
 
 
-def live_map(devices: pd.DataFrame, trace: np.ndarray, point: np.ndarray) -> go.Figure:
+def live_map(
+    devices: pd.DataFrame,
+    trace: np.ndarray,
+    point: np.ndarray,
+    boundaries: list[Boundary] | None = None,
+) -> go.Figure:
     """Every device, one trace per family, status by symbol fill and colour per point.
 
     Points follow ``trace``/``point`` (see ``live.map_positions``), so a status change is
@@ -129,6 +66,13 @@ def live_map(devices: pd.DataFrame, trace: np.ndarray, point: np.ndarray) -> go.
             marker={"symbol": "circle" if status == LIVE else "circle-open", "size": 10,
                     "color": STATUS_COLOUR[status]}, hoverinfo="skip",
         ))  # fmt: skip
+    for boundary in boundaries or []:  # after the device traces: patches address those by index
+        for ring in boundary.rings:
+            figure.add_trace(go.Scatter(
+                x=[x for x, _ in ring], y=[y for _, y in ring], mode="lines",
+                line={"color": "#4a5561", "width": 1}, hoverinfo="text", text=boundary.name,
+                showlegend=False, name=boundary.name,
+            ))  # fmt: skip
     located = devices[trace >= 0]
     if not located.empty:
         centres = located.groupby("site")[["lat", "lon"]].mean()

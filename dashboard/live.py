@@ -24,10 +24,11 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+from dash import Patch
 from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from dashboard import queries
+from dashboard import figures, queries
 from dashboard.views import STATUS_ORDER, with_status
 from edge.metrics import FAMILIES
 
@@ -145,3 +146,19 @@ class CityState:
         while len(self._history) > KEPT:
             self._history.popitem(last=False)
         return snapshot
+
+
+def map_patch(before: Snapshot, after: Snapshot) -> Patch:
+    """The changed devices' colour, symbol and text, as a patch of the map."""
+    patch = Patch()
+    for index in changed_indices(before.status, after.status):
+        trace, point = int(after.trace[index]), int(after.point[index])
+        if trace < 0:
+            continue  # not on the map
+        row = after.devices.iloc[index]
+        status = str(row["status"])
+        marker = patch["data"][trace]["marker"]
+        marker["color"][point] = figures.STATUS_COLOUR[status]
+        marker["symbol"][point] = figures.marker_symbol(str(row["family"]), status)
+        patch["data"][trace]["text"][point] = figures.hover(row["name"], row["device_id"], status)
+    return patch

@@ -8,6 +8,7 @@ finishing its work.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ import psycopg
 
 from api import tokens
 from dashboard import accounts
-from edge.fleet import plan_fleet
+from edge.fleet import DEMO_DISTRICTS, plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
 from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
@@ -160,6 +161,7 @@ def run(settings: DemoSettings) -> int:
                     # Loopback only: plain HTTP, and the one-time link printed below.
                     "CITY_DASHBOARD_COOKIE_SECURE": "false",
                     "CITY_DASHBOARD_LOGIN_LINKS": "true",
+                    "CITY_DASHBOARD_DISTRICTS_FILE": str(_demo_districts(data)),
                 },
                 logs,
             )
@@ -207,6 +209,26 @@ def run(settings: DemoSettings) -> int:
             broker.stop()
         database.stop()
         print("demo stopped", flush=True)
+
+
+def _demo_districts(data: Path) -> Path:
+    """The demo city's district outlines as GeoJSON, as a city would supply its own."""
+    half = 0.012  # degrees: squares around each district's centre
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"name": d.name, "site": d.id},
+            "geometry": {"type": "Polygon", "coordinates": [[
+                [d.lon - half, d.lat - half], [d.lon + half, d.lat - half],
+                [d.lon + half, d.lat + half], [d.lon - half, d.lat + half],
+                [d.lon - half, d.lat - half],
+            ]]},
+        }
+        for d in DEMO_DISTRICTS
+    ]  # fmt: skip
+    path = data / "districts.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
 
 
 def _demo_login(dsn: str) -> str:

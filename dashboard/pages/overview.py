@@ -13,12 +13,12 @@ from typing import Any
 
 import dash
 import pandas as pd
-from dash import Dash, Input, Output, Patch, State, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 from flask import current_app
 
 from dashboard import figures, ids
 from dashboard.attributes import attrs
-from dashboard.live import CityState, Snapshot, changed_indices
+from dashboard.live import CityState, Snapshot, map_patch
 from dashboard.views import LIVE, STATUS_ORDER
 from processing import aqi
 
@@ -129,22 +129,6 @@ def _signature(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def map_patch(before: Snapshot, after: Snapshot) -> Patch:
-    """The changed devices' colour, symbol and text, as a patch of the map."""
-    patch = Patch()
-    for index in changed_indices(before.status, after.status):
-        trace, point = int(after.trace[index]), int(after.point[index])
-        if trace < 0:
-            continue  # not on the map
-        row = after.devices.iloc[index]
-        status = str(row["status"])
-        marker = patch["data"][trace]["marker"]
-        marker["color"][point] = figures.STATUS_COLOUR[status]
-        marker["symbol"][point] = figures.marker_symbol(str(row["family"]), status)
-        patch["data"][trace]["text"][point] = figures.hover(row["name"], row["device_id"], status)
-    return patch
-
-
 def register(app: Dash) -> None:
     """This page's callbacks, on ``app`` (each app gets its own)."""
 
@@ -171,7 +155,8 @@ def register(app: Dash) -> None:
         }
         before = state.at(shown["version"]) if shown and shown.get("layout") == now.layout else None
         if before is None:
-            figure: Any = figures.live_map(now.devices, now.trace, now.point)
+            boundaries = current_app.extensions["smartcity.boundaries"]
+            figure: Any = figures.live_map(now.devices, now.trace, now.point, boundaries)
         elif before.version == now.version:
             figure = dash.no_update
         else:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from dashboard.figures import STATUS_COLOUR, city_map
-from dashboard.views import LIVE, OFFLINE, SILENT, STALE, latest_summary, with_status
+from dashboard import boundaries, figures
+from dashboard.figures import STATUS_COLOUR
+from dashboard.live import Snapshot, map_patch, map_positions
+from dashboard.views import (
+    LIVE,
+    OFFLINE,
+    SILENT,
+    STALE,
+    STATUS_ORDER,
+    latest_summary,
+    with_status,
+)
+from edge.errors import ConfigError
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -32,26 +47,51 @@ def test_status_words_cover_every_case() -> None:
     assert list(shaped["status"]) == [LIVE, STALE, OFFLINE, SILENT, LIVE]
 
 
+def _live(frame: pd.DataFrame) -> tuple[pd.DataFrame, object]:
+    shaped = with_status(frame, NOW, timedelta(minutes=5)).sort_values("device_id")
+    shaped = shaped.reset_index(drop=True)
+    trace, point = map_positions(shaped)
+    return shaped, figures.live_map(shaped, trace, point)
+
+
 def test_map_marks_status_by_symbol_as_well_as_colour() -> None:
-    figure = city_map(with_status(devices(), NOW, timedelta(minutes=5)), {"aq-1": "PM2.5 3 µg/m³"})
-    by_name = {trace.name: trace for trace in figure.data}
-    assert set(by_name) == {
-        "Air quality: live",
-        "Traffic: stale",
-        "Waste bins: offline",
-        "districts",
-    }  # the unlocated bin is left off the map
+    _, figure = _live(devices())
+    by_name = {trace.name: trace for trace in figure.data}  # type: ignore[attr-defined]
+    air, traffic, bins = by_name["Air quality"], by_name["Traffic"], by_name["Waste bins"]
+    assert list(air.customdata) == ["aq-1", "aq-2"]
+    assert list(air.marker.symbol) == ["circle", "circle"]  # both live: filled
+    assert list(traffic.marker.symbol) == ["square-open"]  # stale: hollow
+    assert list(bins.customdata) == ["wb-1"]  # the unlocated bin is left off the map
+    assert list(bins.marker.color) == [STATUS_COLOUR[OFFLINE]]
+    assert "offline" in bins.text[0]  # and said in words
+    assert {"live (filled)", "stale (hollow)", "offline (hollow)"} <= set(by_name)
     assert list(by_name["districts"].text) == ["centre"]
-    assert by_name["Air quality: live"].marker.symbol == "circle"
-    assert by_name["Traffic: stale"].marker.symbol == "square-open"
-    assert by_name["Waste bins: offline"].marker.color == STATUS_COLOUR[OFFLINE]
-    assert "PM2.5 3 µg/m³" in by_name["Air quality: live"].text[0]
-    assert list(by_name["Air quality: live"].customdata) == ["aq-1", "aq-2"]
+
+
+def test_a_status_change_is_one_patched_point() -> None:
+    before_frame, _ = _live(devices())
+    later = devices()
+    later.loc[later["device_id"] == "aq-2", "last_seen"] = NOW - timedelta(hours=1)
+    after_frame, _ = _live(later)
+    snapshots = [
+        Snapshot(1, version, NOW, frame, frame["status"].map(  # type: ignore[arg-type]
+            {s: i for i, s in enumerate(STATUS_ORDER)}).to_numpy(np.int8), {},
+            *map_positions(frame), pd.DataFrame(), pd.DataFrame())
+        for version, frame in ((1, before_frame), (2, after_frame))
+    ]  # fmt: skip
+    operations = map_patch(*snapshots).to_plotly_json()["operations"]
+    assert {tuple(op["location"]) for op in operations} == {
+        ("data", 1, "marker", "color", 1),
+        ("data", 1, "marker", "symbol", 1),
+        ("data", 1, "text", 1),
+    }  # aq-2 is the second air-quality point; nothing else is sent
 
 
 def test_map_of_an_empty_city_is_empty() -> None:
-    empty = with_status(devices().iloc[0:0], NOW, timedelta(minutes=5))
-    assert city_map(empty).data == ()
+    shaped, figure = _live(devices().iloc[0:0])
+    assert shaped.empty
+    traces = figure.data  # type: ignore[attr-defined]
+    assert all(t.x is None or len(t.x) == 0 for t in traces[:3])  # no device points
 
 
 def test_latest_summary_orders_metrics_like_the_catalogue() -> None:
@@ -68,3 +108,45 @@ def test_latest_summary_orders_metrics_like_the_catalogue() -> None:
         "aq-1": "PM2.5 12.5 µg/m³ · Temperature 6.2 °C",
         "tr-1": "Vehicles 31 vehicles",
     }
+
+
+def test_city_supplied_boundaries_are_drawn_after_the_device_traces(tmp_path: Path) -> None:
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "Northfield"}, "geometry": {
+            "type": "Polygon", "coordinates": [[[-1.6, 53.8], [-1.5, 53.8], [-1.5, 53.9],
+                                                [-1.6, 53.8]]]}},
+        {"type": "Feature", "properties": {"site": "harbour"}, "geometry": {
+            "type": "MultiPolygon", "coordinates": [[[[0, 0], [1, 0], [1, 1], [0, 0]]],
+                                                    [[[2, 2], [3, 2], [3, 3], [2, 2]]]]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [0, 0]}},
+    ]}  # fmt: skip
+    path = tmp_path / "districts.geojson"
+    path.write_text(json.dumps(doc))
+    outlines = boundaries.load(str(path))
+    assert [(b.name, len(b.rings)) for b in outlines] == [("Northfield", 1), ("harbour", 2)]
+    devices = pd.DataFrame({"device_id": ["a"], "name": ["A"], "site": ["north"],
+                            "family": ["air"], "lat": [53.85], "lon": [-1.55],
+                            "status": ["live"]})  # fmt: skip
+    trace, point = map_positions(devices)
+    figure = figures.live_map(devices, trace, point, outlines)
+    names = [t.name for t in figure.data]
+    assert names[:3] == ["Traffic", "Air quality", "Waste bins"]  # what patches address
+    assert names.count("harbour") == 2
+    assert "Northfield" in names
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '{"type": "Feature"}',
+        '{"type": "FeatureCollection", "features": [{"geometry": {}}]}',
+    ],
+)
+def test_a_bad_boundaries_file_is_refused_with_the_reason(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "bad.geojson"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="districts_file"):
+        boundaries.load(str(path))
+    with pytest.raises(ConfigError, match="districts_file"):
+        boundaries.load(str(tmp_path / "missing.geojson"))
