@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import dash
-from dash import Dash, Input, Output, State, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from dashboard import accounts, ids, queries, security
 from dashboard.attributes import attrs
@@ -31,6 +32,22 @@ def layout(**_: object) -> html.Div:
             ]),
             html.Button("Add", id=ids.ADMIN_ADD),
             html.Div(id=ids.ADMIN_RESULT, **attrs(role="status", aria_live="polite")),
+        ]),
+        html.Section(className="detail-panel", children=[
+            html.H3("Change an account"),
+            html.Label("Name", htmlFor=ids.ADMIN_TARGET),
+            dcc.Input(id=ids.ADMIN_TARGET, type="text", maxLength=64, debounce=True),
+            html.Fieldset(className="filter", children=[
+                html.Legend("New role"),
+                dcc.RadioItems(id=ids.ADMIN_NEW_ROLE, options=roles, value="planner",
+                               inline=True, inputClassName="check",
+                               labelClassName="check-label"),
+            ]),
+            html.Div(className="actions", children=[
+                html.Button("Change role", id=ids.ADMIN_SET_ROLE),
+                html.Button("Disable account", id=ids.ADMIN_DISABLE),
+            ]),
+            html.Div(id=ids.ADMIN_CHANGE_RESULT, **attrs(role="status", aria_live="polite")),
         ]),
         html.H2("Audit log"),
         html.Section(id=ids.ADMIN_AUDIT, className="table-panel", **attrs(aria_label="Audit log")),
@@ -78,8 +95,41 @@ def register(app: Dash) -> None:
         )
 
     @app.callback(
+        Output(ids.ADMIN_CHANGE_RESULT, "children"),
+        Output(ids.ADMIN_CHANGED, "data", allow_duplicate=True),
+        Input(ids.ADMIN_SET_ROLE, "n_clicks"),
+        Input(ids.ADMIN_DISABLE, "n_clicks"),
+        State(ids.ADMIN_TARGET, "value"),
+        State(ids.ADMIN_NEW_ROLE, "value"),
+        State(ids.ADMIN_CHANGED, "data"),
+        prevent_initial_call=True,
+    )
+    def change(_: int, __: int, name: str | None, role: str, changed: int) -> tuple[Any, int]:
+        """Change a role (a new TOTP secret is shown when the role needs one) or disable."""
+        target = (name or "").strip()
+        if target == security.current_user().name:
+            return html.P(
+                "Change your own account from another admin's.", className="error"
+            ), changed
+        try:
+            with queries.pool().connection() as conn:
+                if ctx.triggered_id == ids.ADMIN_DISABLE:
+                    accounts.disable(conn, target, datetime.now(UTC))
+                    security.audit_action("user-disable", user=target)
+                    return html.P(f"{target} disabled: out at their next click."), changed + 1
+                secret = accounts.set_role(conn, target, role)
+        except accounts.AccountError as exc:
+            return html.P(str(exc), className="error"), changed
+        security.audit_action("user-role", user=target, role=role)
+        shown: list[Any] = [html.P(f"{target} is now {role}; they log in again.")]
+        if secret:
+            shown += [html.P("The role needs a second factor; TOTP secret, shown once:"),
+                      html.Code(secret)]  # fmt: skip
+        return shown, changed + 1
+
+    @app.callback(
         Output(ids.ADMIN_RESULT, "children"),
-        Output(ids.ADMIN_CHANGED, "data"),
+        Output(ids.ADMIN_CHANGED, "data", allow_duplicate=True),
         Input(ids.ADMIN_ADD, "n_clicks"),
         State(ids.ADMIN_NAME, "value"),
         State(ids.ADMIN_ROLE, "value"),

@@ -187,3 +187,56 @@ def _minutes(n: int) -> Any:
     from datetime import timedelta  # noqa: PLC0415
 
     return timedelta(minutes=n)
+
+
+def _admin_call(client: httpx.Client, output: str, trigger: str, state: dict[str, Any]) -> Any:
+    deps = {d["output"]: d for d in _dependencies(client)}
+    dependency = next(d for key, d in deps.items() if key.startswith(output))
+    body = {
+        "output": dependency["output"],
+        "outputs": [dict(zip(("id", "property"), o.split(".", 1), strict=True))
+                    for o in dependency["output"].strip(".").split("...")],
+        "inputs": [{"id": i["id"], "property": i["property"],
+                    "value": 1 if i["id"] == trigger else None} for i in dependency["inputs"]],
+        "state": [{"id": s["id"], "property": s["property"], "value": state.get(s["id"])}
+                  for s in dependency["state"]],
+        "changedPropIds": [f"{trigger}.n_clicks"],
+    }  # fmt: skip
+    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
+    return client.post("/_dash-update-component", json=body, headers=headers)
+
+
+def test_admins_manage_accounts_on_the_page_and_it_is_audited(served: Served) -> None:
+    admin = served.client("admin")
+    added = _admin_call(
+        admin,
+        "..admin-result.children",
+        "admin-add",
+        {"admin-name": "bea", "admin-role": "technician", "admin-changed": 0},
+    )
+    assert added.status_code == 200, added.text[:300]
+    assert "First password" in added.text
+    role = _admin_call(
+        admin,
+        "..admin-change-result.children",
+        "admin-set-role",
+        {"admin-target": "bea", "admin-new-role": "operator", "admin-changed": 1},
+    )
+    assert "TOTP secret" in role.text  # operators need a second factor: a secret is made
+    gone = _admin_call(
+        admin,
+        "..admin-change-result.children",
+        "admin-disable",
+        {"admin-target": "bea", "admin-changed": 2},
+    )
+    assert "disabled" in gone.text
+    planner = served.client("planner")
+    refused = _admin_call(
+        planner,
+        "..admin-result.children",
+        "admin-add",
+        {"admin-name": "mallory", "admin-role": "admin", "admin-changed": 0},
+    )
+    assert refused.status_code in (401, 403)
+    trail = [entry for entry in audit(served.dsn) if entry[1].startswith("user-")]
+    assert trail == [("admin", "user-add"), ("admin", "user-role"), ("admin", "user-disable")]
