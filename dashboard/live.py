@@ -35,6 +35,7 @@ from edge.metrics import FAMILIES
 log = logging.getLogger(__name__)
 
 FEED_LENGTH: Final = 8
+FORECAST_FROM_PERCENT: Final = 50.0  # bins emptier than this are not "the next ones"
 KEPT: Final = 32  # snapshots kept for diffs: a page further behind gets everything again
 _CODES: Final = {status: code for code, status in enumerate(STATUS_ORDER)}
 
@@ -62,6 +63,23 @@ class Snapshot:
 def changed_indices(before: NDArray[np.int8], after: NDArray[np.int8]) -> NDArray[np.intp]:
     """Positions whose status differs."""
     return np.flatnonzero(before != after)
+
+
+def next_full_bins(pool: ConnectionPool) -> pd.DataFrame:
+    """Per district, the bin the detectors expect to be full first: site, next_bin, next_h."""
+    from processing import _kernels as k  # noqa: PLC0415  # the checkpoint's column numbers
+    from processing.state import saved_core_value  # noqa: PLC0415
+
+    bins = queries.filling_bins(FORECAST_FROM_PERCENT, db=pool)
+    rows = []
+    for row in bins.to_dict("records"):
+        hours = saved_core_value(bytes(row["state"]), k.C_TTF_H)
+        if hours is not None and np.isfinite(hours):
+            rows.append({"site": row["site"], "next_bin": row["device_id"], "next_h": hours})
+    if not rows:
+        return pd.DataFrame({"site": [], "next_bin": [], "next_h": []})
+    frame = pd.DataFrame(rows).sort_values("next_h")
+    return frame.groupby("site", as_index=False).first()
 
 
 def map_positions(frame: pd.DataFrame) -> tuple[NDArray[np.int16], NDArray[np.int32]]:
@@ -138,6 +156,7 @@ class CityState:
         districts = queries.districts(db=self._pool)
         live = frame.assign(live=frame["status"] == STATUS_ORDER[0]).groupby("site")["live"].sum()
         districts["live"] = districts["site"].map(live).fillna(0).astype(int)
+        districts = districts.merge(next_full_bins(self._pool), on="site", how="left")
         feed = queries.newest_alerts(FEED_LENGTH, db=self._pool)
         snapshot = Snapshot(
             self._layout, version, now, frame, status, totals, trace, point, districts, feed

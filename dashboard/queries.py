@@ -131,3 +131,16 @@ def districts(*, db: ConnectionPool | None = None) -> pd.DataFrame:
 def newest_alerts(limit: int, *, db: ConnectionPool | None = None) -> pd.DataFrame:
     """The newest unresolved alerts."""
     return _frame(_NEWEST_ALERTS, {"limit": limit}, db=db)
+
+
+_FILLING_BINS = """
+SELECT d.site, d.device_id, l.value AS fill, ds.state, ds.saved_at
+  FROM streams s JOIN devices d USING (device_id) JOIN latest l USING (stream_id)
+  JOIN detector_state ds USING (stream_id)
+ WHERE s.metric = 'fill_level' AND l.value >= %(from)s AND l.value < 100
+"""
+
+
+def filling_bins(from_percent: float, *, db: ConnectionPool | None = None) -> pd.DataFrame:
+    """Bins at least ``from_percent`` full with the detectors' last checkpoint of them."""
+    return _frame(_FILLING_BINS, {"from": from_percent}, db=db)

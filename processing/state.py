@@ -103,3 +103,13 @@ def _grown(array: Floats, rows: int) -> Floats:
     grown = np.zeros((rows, *array.shape[1:]))
     grown[: array.shape[0]] = array
     return grown
+
+
+def saved_core_value(blob: bytes, column: int) -> float | None:
+    """One learned quantity (a ``C_*`` column) from a checkpoint made by ``row_bytes``.
+
+    None when the checkpoint is from another layout version.
+    """
+    if len(blob) != ROW_BYTES + 1 or blob[0] != STATE_VERSION:
+        return None
+    return float(np.frombuffer(blob, dtype=np.float64, offset=1, count=column + 1)[column])

@@ -84,6 +84,15 @@ def _cards(snapshot: Snapshot) -> list[html.Div]:
     return cards
 
 
+def _next_bin(row: dict[str, Any]) -> str:
+    """The detectors' forecast for the district's first bin to fill, in words."""
+    hours = row.get("next_h")
+    if hours is None or pd.isna(hours):
+        return "no bin filling up"
+    when = "within the hour" if hours < 1 else f"in about {hours:.0f} h"
+    return f"next full: {row['next_bin']} {when}"
+
+
 def _district(row: dict[str, Any]) -> html.Div:
     pm = row["worst_pm2_5"]
     band = aqi.band(aqi.DEFAULT_SCHEME, "pm2_5", float(pm)) if pd.notna(pm) else 0
@@ -93,6 +102,7 @@ def _district(row: dict[str, Any]) -> html.Div:
         f"air: {air}",
         f"{row['congested']} congested roads",
         f"{row['bins_over_80']} bins above 80 %",
+        _next_bin(row),
         f"{row['open_alerts']} open alerts",
     ]
     return html.Div(className="card district", children=[

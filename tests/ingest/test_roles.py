@@ -73,6 +73,7 @@ def _refused(dsn: str, statement: str) -> bool:
         ("smartcity_dashboard", "DELETE FROM audit_log"),
         ("smartcity_dashboard", "UPDATE audit_log SET actor = 'nobody'"),
         ("smartcity_dashboard", "UPDATE api_tokens SET role = 'admin'"),
+        ("smartcity_dashboard", "DELETE FROM detector_state"),
         ("smartcity_api", "DELETE FROM audit_log"),
         ("smartcity_api", "UPDATE api_tokens SET role = 'admin'"),
         ("smartcity_api", "SELECT * FROM users"),
