@@ -30,6 +30,12 @@ class DashboardConfig:
         cookie_secure: Send cookies over HTTPS only (turn off only on loopback trials).
         session_hours: A login lasts this long.
         login_links: Accept one-time login links (the demo prints one; keep off in production).
+        broker_host: MQTT broker the Fleet page publishes remote configurations to (empty:
+            remote configuration is off).
+        broker_port: Its port.
+        broker_username: The dashboard's broker account (the shipped ACL's ``dashboard``).
+        broker_password: Its password (from a file: ``broker_password_file``).
+        broker_ca_file: CA certificate, to connect over TLS.
         districts_file: GeoJSON FeatureCollection of the districts' boundaries, drawn on the
             map (no tile server needed); empty: districts are labelled at their devices' centre.
     """
@@ -46,6 +52,11 @@ class DashboardConfig:
     session_hours: float = 12.0
     login_links: bool = False
     districts_file: str = ""
+    broker_host: str = ""
+    broker_port: int = 1883
+    broker_username: str = ""
+    broker_password: str = ""
+    broker_ca_file: str = ""
 
     def __post_init__(self) -> None:
         if self.refresh_s < 1:

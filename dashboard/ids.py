@@ -62,3 +62,8 @@ ADMIN_NEW_ROLE = "admin-new-role"
 ADMIN_SET_ROLE = "admin-set-role"
 ADMIN_DISABLE = "admin-disable"
 ADMIN_CHANGE_RESULT = "admin-change-result"
+
+FLEET_CONFIG_DEVICE = "fleet-config-device"
+FLEET_CONFIG_DOCUMENT = "fleet-config-document"
+FLEET_CONFIG_SEND = "fleet-config-send"
+FLEET_CONFIG_RESULT = "fleet-config-result"

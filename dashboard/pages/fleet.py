@@ -7,10 +7,10 @@ from typing import Any
 
 import dash
 import pandas as pd
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 from flask import current_app
 
-from dashboard import ids, queries
+from dashboard import ids, queries, remote_config, security
 from dashboard.attributes import attrs
 from dashboard.views import problems, with_status
 
@@ -61,6 +61,29 @@ def layout(**_: object) -> html.Div:
                 ],
             ),
             html.P(id=ids.FLEET_SUMMARY, **attrs(role="status", aria_live="polite")),
+            html.Details(
+                className="detail-panel",
+                children=[
+                    html.Summary("Send a device its configuration"),
+                    html.P(
+                        "Retained on the device's config topic; the agent checks it as shown"
+                        " here and reports the version it runs (Software / config column)."
+                    ),
+                    html.Label("Device", htmlFor=ids.FLEET_CONFIG_DEVICE),
+                    dcc.Input(id=ids.FLEET_CONFIG_DEVICE, type="text", maxLength=64),
+                    html.Label("Configuration (JSON)", htmlFor=ids.FLEET_CONFIG_DOCUMENT),
+                    dcc.Textarea(
+                        id=ids.FLEET_CONFIG_DOCUMENT,
+                        className="comment",
+                        maxLength=8000,
+                        value='{"version": 1, "batch_interval_s": 30}',
+                    ),
+                    html.Button("Send", id=ids.FLEET_CONFIG_SEND),
+                    html.Div(
+                        id=ids.FLEET_CONFIG_RESULT, **attrs(role="status", aria_live="polite")
+                    ),
+                ],
+            ),
             html.Section(
                 id=ids.FLEET_TABLE, className="table-panel", **attrs(aria_label="Devices")
             ),
@@ -100,8 +123,46 @@ def _cells(row: dict[str, Any], found: list[str], now: datetime) -> list[html.Td
     return [html.Th(device, scope="row"), *(html.Td(str(t)) for t in texts)]
 
 
+def _send_configuration(device: str, document: str) -> str:
+    """Validate, publish and audit; the outcome in words."""
+    with queries.pool().connection() as conn:
+        row = conn.execute(
+            "SELECT d.site, array_agg(DISTINCT s.sensor) FILTER (WHERE s.sensor IS NOT NULL)"
+            " FROM devices d LEFT JOIN streams s USING (device_id) WHERE d.device_id = %s"
+            " GROUP BY d.site",
+            (device,),
+        ).fetchone()
+    if row is None:
+        return f"No device {device!r}."
+    site, sensors = str(row[0]), list(row[1] or [])
+    payload = document.encode()
+    try:
+        remote = remote_config.validated(payload, sensors)
+    except remote_config.ConfigError as exc:
+        return f"Not sent: {exc}"
+    settings = current_app.extensions["smartcity.settings"]
+    try:
+        remote_config.send(settings, site, device, payload)
+    except remote_config.BrokerError as exc:
+        return f"Not sent: {exc}"
+    security.audit_action("config-change", device=device, version=remote.version,
+                          document=document)  # fmt: skip
+    return f"Configuration {remote.version} sent to {device}."
+
+
 def register(app: Dash) -> None:
     """This page's callbacks, on ``app`` (each app gets its own)."""
+
+    @app.callback(
+        Output(ids.FLEET_CONFIG_RESULT, "children"),
+        Input(ids.FLEET_CONFIG_SEND, "n_clicks"),
+        State(ids.FLEET_CONFIG_DEVICE, "value"),
+        State(ids.FLEET_CONFIG_DOCUMENT, "value"),
+        prevent_initial_call=True,
+    )
+    def send(_: int, device: str | None, document: str | None) -> str:
+        """Send the configuration to the device (technicians, operators and admins)."""
+        return _send_configuration((device or "").strip(), document or "")
 
     @app.callback(
         Output(ids.FLEET_TABLE, "children"),

@@ -192,10 +192,12 @@ def _minutes(n: int) -> Any:
 def _admin_call(client: httpx.Client, output: str, trigger: str, state: dict[str, Any]) -> Any:
     deps = {d["output"]: d for d in _dependencies(client)}
     dependency = next(d for key, d in deps.items() if key.startswith(output))
+    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
+               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
     body = {
         "output": dependency["output"],
-        "outputs": [dict(zip(("id", "property"), o.split(".", 1), strict=True))
-                    for o in dependency["output"].strip(".").split("...")],
+        # One output goes as itself, several as a list: as Dash's renderer sends them.
+        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
         "inputs": [{"id": i["id"], "property": i["property"],
                     "value": 1 if i["id"] == trigger else None} for i in dependency["inputs"]],
         "state": [{"id": s["id"], "property": s["property"], "value": state.get(s["id"])}
