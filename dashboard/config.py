@@ -30,6 +30,9 @@ class DashboardConfig:
         cookie_secure: Send cookies over HTTPS only (turn off only on loopback trials).
         session_hours: A login lasts this long.
         login_links: Accept one-time login links (the demo prints one; keep off in production).
+        tile_url: A tile server's ``https://.../{z}/{x}/{y}.png`` to draw under the map (empty:
+            none; the map works without, from the devices and ``districts_file``).
+        tile_attribution: The credit the tile server's licence asks for, shown on the map.
         broker_host: MQTT broker the Fleet page publishes remote configurations to (empty:
             remote configuration is off).
         broker_port: Its port.
@@ -52,6 +55,8 @@ class DashboardConfig:
     session_hours: float = 12.0
     login_links: bool = False
     districts_file: str = ""
+    tile_url: str = ""
+    tile_attribution: str = ""
     broker_host: str = ""
     broker_port: int = 1883
     broker_username: str = ""
@@ -63,6 +68,8 @@ class DashboardConfig:
             raise ValueError("refresh_s must be at least 1 second")
         if not 0 <= self.port < 65_536:
             raise ValueError("port must be within 0..65535 (0: any free port)")
+        if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):
+            raise ValueError("tile_url must contain {z}, {x} and {y}")
 
     def __repr__(self) -> str:  # the database URL may carry a password
         return f"DashboardConfig(host={self.host!r}, port={self.port}, refresh_s={self.refresh_s})"

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.boundaries import Boundary
+from dashboard.tiles import tile_images
 from dashboard.views import LIVE, OFFLINE, SILENT, STALE, STATUS_ORDER
 
 # Symbol by family, filled when live and open otherwise: status never rests on colour alone.
@@ -34,6 +35,7 @@ def live_map(
     trace: np.ndarray,
     point: np.ndarray,
     boundaries: list[Boundary] | None = None,
+    tiles: tuple[str, str] = ("", ""),
 ) -> go.Figure:
     """Every device, one trace per family, status by symbol fill and colour per point.
 
@@ -82,6 +84,17 @@ def live_map(
             name="districts",
         ))  # fmt: skip
     mid_lat = float(located["lat"].mean()) if not located.empty else 0.0
+    url, credit = tiles
+    if url and not located.empty:
+        pad = 0.01  # degrees around the outermost devices
+        figure.update_layout(images=tile_images(
+            url, float(located["lon"].min()) - pad, float(located["lon"].max()) + pad,
+            float(located["lat"].min()) - pad, float(located["lat"].max()) + pad))  # fmt: skip
+        if credit:
+            figure.add_annotation(text=credit, xref="paper", yref="paper", x=1, y=0,
+                                  xanchor="right", yanchor="bottom", showarrow=False,
+                                  font={"size": 11, "color": "#1b1f24"},
+                                  bgcolor="rgba(255,255,255,0.8)")  # fmt: skip
     figure.update_layout(
         margin={"l": 0, "r": 0, "t": 0, "b": 0},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},

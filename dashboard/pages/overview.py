@@ -166,7 +166,9 @@ def register(app: Dash) -> None:
         before = state.at(shown["version"]) if shown and shown.get("layout") == now.layout else None
         if before is None:
             boundaries = current_app.extensions["smartcity.boundaries"]
-            figure: Any = figures.live_map(now.devices, now.trace, now.point, boundaries)
+            settings = current_app.extensions["smartcity.settings"]
+            tiles = (settings.tile_url, settings.tile_attribution)
+            figure: Any = figures.live_map(now.devices, now.trace, now.point, boundaries, tiles)
         elif before.version == now.version:
             figure = dash.no_update
         else:

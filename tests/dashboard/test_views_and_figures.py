@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import boundaries, figures
+from dashboard import boundaries, figures, tiles
+from dashboard.config import DashboardConfig
 from dashboard.figures import STATUS_COLOUR
 from dashboard.live import Snapshot, map_patch, map_positions
 from dashboard.views import (
@@ -150,3 +151,26 @@ def test_a_bad_boundaries_file_is_refused_with_the_reason(tmp_path: Path, conten
         boundaries.load(str(path))
     with pytest.raises(ConfigError, match="districts_file"):
         boundaries.load(str(tmp_path / "missing.geojson"))
+
+
+def test_tiles_from_the_city_server_lie_under_every_device() -> None:
+    shaped = with_status(devices(), NOW, timedelta(minutes=5)).sort_values("device_id")
+    shaped = shaped.reset_index(drop=True)
+    trace, point = map_positions(shaped)
+    url = "https://tiles.city.example/{z}/{x}/{y}.png"
+    figure = figures.live_map(shaped, trace, point, tiles=(url, "© City mapping"))
+    images = figure.layout.images
+    assert 1 <= len(images) <= tiles.MAX_TILES
+    zooms = {int(image.source.split("/")[3]) for image in images}
+    assert len(zooms) == 1  # one zoom for the whole map
+    assert zooms.pop() >= 12  # a city, not a continent
+    for lon, lat in shaped[["lon", "lat"]].dropna().itertuples(index=False):
+        assert any(image.x <= lon <= image.x + image.sizex
+                   and image.y - image.sizey <= lat <= image.y for image in images)  # fmt: skip
+    assert all(image.layer == "below" for image in images)
+    assert any(a.text == "© City mapping" for a in figure.layout.annotations)
+
+
+def test_a_tile_url_without_its_placeholders_is_refused() -> None:
+    with pytest.raises(ValueError, match="tile_url"):
+        DashboardConfig(tile_url="https://tiles.city.example/map.png")
