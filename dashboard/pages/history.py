@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +70,11 @@ def layout(**_: object) -> html.Div:
                 dcc.Checklist(id=ids.HISTORY_SITE, options=sites, value=[], inline=True,
                               inputClassName="check", labelClassName="check-label"),
             ]),
+            html.Div(className="filter", children=[
+                html.Label("Devices (none given: all)", htmlFor=ids.HISTORY_DEVICES),
+                dcc.Input(id=ids.HISTORY_DEVICES, type="text", debounce=True, maxLength=2000,
+                          placeholder="e.g. aq-0001, aq-0002"),
+            ]),
             _radio("Range", ids.HISTORY_RANGE, RANGE_LABELS, "7d"),
             _radio("Bucket", ids.HISTORY_BUCKET, {"auto": "Automatic", "1m": "Minute",
                                                   "1h": "Hour", "1d": "Day"}, "auto"),
@@ -86,17 +93,47 @@ dash.register_page(  # type: ignore[no-untyped-call]
 )
 
 
-def _answer(metric: str, sites: list[str], span: str, bucket: str, group: str) -> Answer:
+def _device_ids(text: str | None) -> list[str]:
+    """Device ids typed by a person: separated by commas or spaces."""
+    return [part for part in re.split(r"[,\s]+", text or "") if part][:200]
+
+
+def _answer(
+    metric: str, sites: list[str], devices: str | None, span: str, bucket: str, group: str
+) -> Answer:
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - RANGES.get(span, RANGES["7d"])
     step = BUCKETS.get(bucket) or auto_bucket(end - start)
     group_by: GroupBy = group if group in ("site", "stream", "family") else "site"  # type: ignore[assignment]
     url = current_app.extensions["smartcity.settings"].database_url
 
+    chosen = _device_ids(devices)
+
     async def run() -> Answer:
         async with await psycopg.AsyncConnection.connect(url) as conn:
-            return await aggregate(conn, start=start, end=end, bucket=step, group_by=group_by,
-                                   metrics=[metric], sites=sites or None)  # fmt: skip
+            streams = None
+            if chosen:
+                cursor = await conn.execute(
+                    "SELECT stream_id FROM streams WHERE device_id = ANY(%s) AND metric = %s",
+                    (chosen, metric),
+                )
+                streams = [int(str(row[0])) for row in await cursor.fetchall()]
+            answer = await aggregate(conn, start=start, end=end, bucket=step, group_by=group_by,
+                                     metrics=[metric], sites=sites or None,
+                                     stream_ids=streams)  # fmt: skip
+            if group_by != "stream":
+                return answer
+            cursor = await conn.execute(  # people read "aq-0001 aq", not a stream number
+                "SELECT stream_id::text, device_id || ' ' || sensor FROM streams"
+                " WHERE stream_id = ANY(%s::integer[])",
+                ([int(g) for g in {r.group for r in answer.rows} | set(answer.gaps)],),
+            )
+            names = {str(a): str(b) for a, b in await cursor.fetchall()}
+            return Answer(
+                [replace(r, group=names.get(r.group, r.group)) for r in answer.rows],
+                {names.get(g, g): runs for g, runs in answer.gaps.items()},
+                answer.level,
+            )
 
     return asyncio.run(run())
 
@@ -109,14 +146,17 @@ def register(app: Dash) -> None:
         Output(ids.HISTORY_GAPS, "children"),
         Input(ids.HISTORY_METRIC, "value"),
         Input(ids.HISTORY_SITE, "value"),
+        Input(ids.HISTORY_DEVICES, "value"),
         Input(ids.HISTORY_RANGE, "value"),
         Input(ids.HISTORY_BUCKET, "value"),
         Input(ids.HISTORY_GROUP, "value"),
     )
-    def chart(metric: str, sites: list[str], span: str, bucket: str, group: str) -> tuple[Any, Any]:
+    def chart(
+        metric: str, sites: list[str], devices: str | None, span: str, bucket: str, group: str
+    ) -> tuple[Any, Any]:
         """The chart (long series thinned to what a screen shows) and the gaps, in words."""
         try:
-            answer = _answer(metric, sites, span, bucket, group)
+            answer = _answer(metric, sites, devices, span, bucket, group)
         except QueryError as exc:
             return go.Figure(), html.P(str(exc))
         figure = go.Figure()
@@ -148,22 +188,30 @@ def register(app: Dash) -> None:
         Input(ids.HISTORY_EXPORT, "n_clicks"),
         State(ids.HISTORY_METRIC, "value"),
         State(ids.HISTORY_SITE, "value"),
+        State(ids.HISTORY_DEVICES, "value"),
         State(ids.HISTORY_RANGE, "value"),
         State(ids.HISTORY_BUCKET, "value"),
         State(ids.HISTORY_GROUP, "value"),
         prevent_initial_call=True,
     )
-    def export(  # one argument per input, as Dash passes them
-        _: int, metric: str, sites: list[str], span: str, bucket: str, group: str
+    def export(
+        _: int,
+        metric: str,
+        sites: list[str],
+        devices: str | None,
+        span: str,
+        bucket: str,
+        group: str,
     ) -> dict[str, Any]:
         """The answer as CSV (group, bucket, value, readings); audited."""
-        answer = _answer(metric, sites, span, bucket, group)
+        answer = _answer(metric, sites, devices, span, bucket, group)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["group", "bucket", metric, "readings"])
         for row in answer.rows:
             writer.writerow([row.group, row.bucket.isoformat(), row.value, row.count])
-        security.audit_action("export", source="dashboard", metric=metric, sites=sites, range=span,
+        security.audit_action("export", source="dashboard", metric=metric, sites=sites,
+                              devices=_device_ids(devices), range=span,
                               bucket=bucket, group_by=group, rows=len(answer.rows))  # fmt: skip
         # What dcc.Download takes: the file's text and name.
         return {"content": out.getvalue(), "filename": f"history-{metric}-{span}.csv",

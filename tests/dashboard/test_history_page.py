@@ -1,0 +1,63 @@
+"""The History page's answers through its callbacks: chosen devices, readable series names,
+gaps in words, and an audited CSV export."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.api.city import plant
+from tests.conftest import Database
+from tests.dashboard.serving import serving
+from tests.dashboard.test_security import _dependencies, audit
+
+CHOICES = {"history-metric": "pm2_5", "history-site": [], "history-devices": "aq-0001, aq-0002",
+           "history-range": "30d", "history-bucket": "1h", "history-group": "stream"}  # fmt: skip
+
+
+def _call(client: httpx.Client, output: str, values: dict[str, Any]) -> dict[str, Any]:
+    dependency = next(d for d in _dependencies(client) if d["output"].startswith(output))
+    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
+               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
+    body = {
+        "output": dependency["output"],
+        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
+        "inputs": [{"id": i["id"], "property": i["property"], "value": values.get(i["id"])}
+                   for i in dependency["inputs"]],
+        "state": [{"id": s["id"], "property": s["property"], "value": values.get(s["id"])}
+                  for s in dependency["state"]],
+        "changedPropIds": [],
+    }  # fmt: skip
+    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
+    response = client.post("/_dash-update-component", json=body, headers=headers)
+    assert response.status_code == 200, response.text[:300]
+    answer: dict[str, Any] = response.json()["response"]
+    return answer
+
+
+def test_chosen_devices_by_name_with_their_gap_and_an_audited_export(
+    timescale_database: Database,
+) -> None:
+    plant(timescale_database.dsn)  # 2026-11-01 and 02; aq-0002 silent 10:00-12:00 on the 1st
+    with serving(timescale_database.dsn) as dashboard:
+        planner = dashboard.client("planner")
+        answer = _call(planner, "..history-chart.figure", CHOICES)
+        names = [trace["name"] for trace in answer["history-chart"]["figure"]["data"]]
+        assert names == ["aq-0001 aq", "aq-0002 aq"]
+        gaps = str(answer["history-gaps"]["children"])
+        # Hourly buckets start at the range's start minute: the silent hours fall in two or three.
+        assert re.search(r"aq-0002 aq: 2026-11-01 (09|10):\d\d to 2026-11-01 (10|11):\d\d", gaps)
+        exported = _call(planner, "history-download.data", {**CHOICES, "history-export": 1})
+        lines = exported["history-download"]["data"]["content"].splitlines()
+        assert lines[0] == "group,bucket,pm2_5,readings"
+        assert {line.split(",")[0] for line in lines[1:]} == {"aq-0001 aq", "aq-0002 aq"}
+    assert ("planner", "export") in audit(timescale_database.dsn)
+    with psycopg.connect(timescale_database.dsn) as conn:
+        detail = conn.execute(
+            "SELECT detail FROM audit_log WHERE action = 'export' ORDER BY entry_id DESC"
+        ).fetchone()
+    assert detail is not None
+    assert detail[0]["devices"] == ["aq-0001", "aq-0002"]
