@@ -33,6 +33,10 @@ class IngestConfig:
         session_expiry_s: How long the broker keeps queueing for this worker while it is away.
         receive_maximum: Unacknowledged messages the broker may have in flight to this
             worker: the backpressure window, since ingest acknowledges only after commit.
+        keepalive_s: MQTT keepalive (an MQTT 5 broker's Server Keep Alive replaces it).
+        max_packet_bytes: The largest MQTT packet accepted. MQTT 5 brokers are told and drop
+            larger messages; on 3.1.1 a larger one is read past, recorded as a rejection and
+            acknowledged, so it cannot block the session.
         batch_max_rows: A write is started when this many readings are waiting...
         batch_max_age_s: ...or when the oldest waiting message is this old.
         queue_max_messages: Messages received but not yet written, at most.
@@ -76,6 +80,8 @@ class IngestConfig:
     shared_group: str | None = None
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 10_000
+    keepalive_s: int = 30
+    max_packet_bytes: int = 16 << 20
     batch_max_rows: int = 10_000
     batch_max_age_s: float = 0.25
     queue_max_messages: int = 10_000
@@ -108,6 +114,16 @@ class IngestConfig:
             raise ValueError("receive_maximum must be within 1..65535")
         if self.shared_group is not None and self.mqtt_protocol != "5":
             raise ValueError("shared_group needs mqtt_protocol 5")
+        if (
+            self.mqtt_protocol == "3.1.1"
+            and self.broker_password is not None
+            and self.broker_username is None
+        ):
+            raise ValueError("MQTT 3.1.1 sends a password only with broker_username")
+        if not 0 <= self.keepalive_s <= 65_535:
+            raise ValueError("keepalive_s must be within 0..65535 (0 turns it off)")
+        if not 1024 <= self.max_packet_bytes <= 268_435_460:
+            raise ValueError("max_packet_bytes must be within 1024..268435460")
         if not -1 <= self.health_port < 65_536:
             raise ValueError("health_port must be -1 (off), 0 (any) or a port number")
         for name in (

@@ -98,9 +98,10 @@ class Consumer:
             username=config.broker_username,
             password=config.broker_password,
             tls=tls,
-            keepalive=30,
+            keepalive=config.keepalive_s,
             session_expiry=config.session_expiry_s,
             receive_maximum=config.receive_maximum,
+            max_packet_size=config.max_packet_bytes,
         )
 
     async def run(
@@ -153,6 +154,7 @@ class Consumer:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
             finally:
+                await client.disconnect()  # also after an unexpected error: no stray connection
                 self.connected.clear()
                 self._on_connection(False)
         self._client = None

@@ -80,3 +80,9 @@ class IngestMetrics:
             "1 while no telemetry arrives although devices report themselves online",
             registry=r,
         )
+        self.task_restarts = Counter(
+            "ingest_task_restarts",
+            "Times a task that must run all along (consumer, detection) stopped and was restarted",
+            ["task"],
+            registry=r,
+        )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from edge.backoff import Backoff
-from edge.contract import ContractError, JsonLoads, Status, decode_status
+from edge.contract import ContractError, JsonLoads, Reason, Status, decode_status
 from edge.metrics import METRICS
 from edge.topics import parse_topic
 from ingest.columns import Columns
@@ -292,6 +292,9 @@ class Pipeline:
             received_us,
         )
         part.start = part.stop = len(columns)
+        if message.oversize:
+            _reject(part, _oversized(message))
+            return part
         if message.topic.endswith("/status"):
             self._add_status(part, message)
             return part
@@ -506,6 +509,16 @@ class Pipeline:
 
 class _GivingUpError(Exception):
     """Stopping while the database is unreachable: leave the rest with the broker."""
+
+
+def _oversized(message: Message) -> Rejection:
+    """The rejection of an MQTT 3.1.1 message too large to read (its payload was skipped)."""
+    try:
+        device: str | None = parse_topic(message.topic).device
+    except ContractError:
+        device = None
+    detail = f"MQTT packet of {message.oversize} bytes exceeds max_packet_bytes; read past unstored"
+    return Rejection(message.topic, device, Reason.OVERSIZED, detail, b"")
 
 
 def _reject(part: _Part, rejection: Rejection) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from edge.backoff import Backoff
 from ingest import retention, rollups
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
@@ -76,6 +78,7 @@ class IngestService:
         self.consumer: Consumer | None = None
         self.health: HealthServer | None = None
         self.stalled = False
+        self.down: dict[str, str] = {}  # supervised tasks not running now, and why
 
     def _deliver(self, messages: list[Message], generation: int) -> bool:
         assert self.pipeline is not None
@@ -91,6 +94,8 @@ class IngestService:
 
     def readiness(self) -> tuple[bool, str]:
         """Whether this worker is doing its job, and if not, why."""
+        if self.down:
+            return False, "; ".join(f"{task} {why}" for task, why in sorted(self.down.items()))
         if self.consumer is None or not self.consumer.connected.is_set():
             return False, "not connected to the broker"
         if self.pipeline is not None and self.pipeline.writing_blocked:
@@ -139,8 +144,10 @@ class IngestService:
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self.pipeline.run(self.stopping), name="pipeline")
+                    consumer, drained = self.consumer, self.pipeline.drained
                     group.create_task(
-                        self.consumer.run(self.stopping, self.pipeline.drained), name="consumer"
+                        self._supervised("consumer", lambda: consumer.run(self.stopping, drained)),
+                        name="consumer",
                     )
                     group.create_task(self._watchdog(pool), name="watchdog")
                     group.create_task(self._report(), name="report")
@@ -150,13 +157,47 @@ class IngestService:
                         group.create_task(self._retention(pool), name="retention")
                     if self.detection is not None:
                         # Runs until the pipeline has drained, so the last batch's alerts land.
+                        detection = self.detection
                         group.create_task(
-                            self.detection.run(pool, self.pipeline.drained), name="detection"
+                            self._supervised("detection", lambda: detection.run(pool, drained)),
+                            name="detection",
                         )
             finally:
                 if self.health is not None:
                     await self.health.stop()
         log.info("ingest stopped: %s", _summary(self.stats()))
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a task that must last as long as the service, restarting it if it ends early.
+
+        Whatever ends it (an exception, a cancellation that was not the service's, or a plain
+        return) is logged, shown on /readyz and counted, and the task starts again with backoff:
+        ingest never carries on without its consumer or its alert publisher.
+        """
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while True:
+            try:
+                await run()
+                if self.stopping.is_set():
+                    return
+                why = "stopped"
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the service itself is being cancelled
+                why = "was cancelled"
+            except Exception as exc:
+                log.exception("%s failed", name)
+                if self.stopping.is_set():
+                    return
+                why = f"failed: {exc}"
+            self.down[name] = why
+            self.metrics.task_restarts.labels(name).inc()
+            delay = backoff.next_delay()
+            log.error("%s %s while ingest runs; restarting it in %.1fs", name, why, delay)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            del self.down[name]  # once stopping, the run above finishes its own part and returns
 
     async def _watchdog(self, pool: Pool) -> None:
         """Report (and reconnect) when telemetry stops while devices say they are online."""

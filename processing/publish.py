@@ -126,6 +126,7 @@ class AlertPublisher:
             username=account.username,
             password=account.password,
             tls=account.tls,
+            clean=True,  # the outbox is the session: nothing is left on the broker between runs
         )
         await client.connect()
         self._client = client

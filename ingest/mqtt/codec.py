@@ -1,7 +1,9 @@
 """MQTT packet encoding and incremental decoding (pure functions, no I/O).
 
 Only the packets ingest sends (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT, and PUBLISH for
-load generators and tests) are encoded; every packet a broker may send a subscriber is decoded.
+alerts, load generators and tests) are encoded; every packet a broker may send a subscriber is
+framed here, PUBLISH decoded and checked in place (the hot path), the rest handed to
+:mod:`ingest.mqtt.packets`.
 
 Examples:
     >>> reader = PacketReader(protocol=5)
@@ -17,62 +19,20 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+from ingest.mqtt.errors import MALFORMED_PACKET, PACKET_TOO_LARGE, PROTOCOL_ERROR
+from ingest.mqtt.errors import MqttProtocolError as _Violation
+from ingest.mqtt.packets import check_publish_properties, read_varint
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
+PINGREQ, PINGRESP, DISCONNECT, AUTH = 12, 13, 14, 15
 
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
-MAX_PACKET_BYTES = 16 << 20  # far above the contract's 256 KiB payloads; refuses garbage lengths
-
-_CONNACK_V3 = {
-    1: "unacceptable protocol version",
-    2: "client identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
-_REASONS_V5 = {
-    0x80: "unspecified error",
-    0x81: "malformed packet",
-    0x82: "protocol error",
-    0x83: "implementation specific error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8B: "server shutting down",
-    0x8C: "bad authentication method",
-    0x8D: "keep alive timeout",
-    0x8E: "session taken over",
-    0x8F: "topic filter invalid",
-    0x90: "topic name invalid",
-    0x93: "receive maximum exceeded",
-    0x95: "packet too large",
-    0x97: "quota exceeded",
-    0x99: "payload format invalid",
-    0x9C: "use another server",
-    0x9D: "server moved",
-    0x9E: "shared subscriptions not supported",
-    0x9F: "connection rate exceeded",
-    0xA2: "wildcard subscriptions not supported",
-}
-
-
-class MqttError(Exception):
-    """The connection failed or was lost; the message says why (with the broker's reason)."""
-
-
-class MqttProtocolError(MqttError):
-    """The broker sent something this client cannot accept."""
-
-
-def reason_text(code: int, protocol: int) -> str:
-    """A readable name for a CONNACK/SUBACK/DISCONNECT reason code."""
-    table = _REASONS_V5 if protocol == 5 else _CONNACK_V3
-    return f"{table.get(code, 'reason')} (0x{code:02x})"
+# Far above the contract's 256 KiB payloads and the 1 MiB a retained message may hold. Declared
+# to MQTT 5 brokers as the Maximum Packet Size, so they drop larger messages themselves.
+MAX_PACKET_BYTES = 16 << 20
+_FLAGS = {PUBREL: 0x02, SUBSCRIBE: 0x02, UNSUBSCRIBE: 0x02}  # reserved flags; 0 for the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +45,7 @@ class Message:
     packet_id: int
     dup: bool = False
     retain: bool = False
+    oversize: int = 0  # MQTT 3.1.1: size of a packet too large to keep; its payload is empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +94,15 @@ def encode_connect(
     password: str | None = None,
     session_expiry: int = 0,
     receive_maximum: int = 65_535,
+    maximum_packet_size: int = MAX_PACKET_BYTES,
 ) -> bytes:
-    """CONNECT; ``clean`` is Clean Start (5) or Clean Session (3.1.1)."""
+    """CONNECT; ``clean`` is Clean Start (5) or Clean Session (3.1.1).
+
+    Raises:
+        ValueError: A password without a user name on MQTT 3.1.1 ([MQTT-3.1.2-22]).
+    """
+    if protocol == 4 and password is not None and username is None:
+        raise ValueError("MQTT 3.1.1 allows a password only with a user name")
     flags = (0x02 if clean else 0) | (0x80 if username is not None else 0)
     flags |= 0x40 if password is not None else 0
     body = _string("MQTT") + bytes([protocol, flags]) + struct.pack(">H", keepalive)
@@ -142,6 +110,7 @@ def encode_connect(
         props = b"\x11" + struct.pack(">I", session_expiry)
         if receive_maximum != 65_535:
             props += b"\x21" + struct.pack(">H", receive_maximum)
+        props += b"\x27" + struct.pack(">I", maximum_packet_size)
         body += varint(len(props)) + props
     body += _string(client_id)
     if username is not None:
@@ -165,41 +134,64 @@ def encode_pubacks(packet_ids: Iterable[int]) -> bytes:
 
 
 def encode_publish(
-    topic: str, payload: bytes, *, qos: int, packet_id: int = 0, protocol: int, retain: bool = False
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int,
+    packet_id: int = 0,
+    protocol: int,
+    retain: bool = False,
+    dup: bool = False,
 ) -> bytes:
-    """PUBLISH (used by load generators and tests; ingest itself only receives)."""
+    """PUBLISH (alerts, load generators and tests; ingest itself only receives)."""
     body = _string(topic)
     if qos:
         body += struct.pack(">H", packet_id)
     if protocol == 5:
         body += b"\x00"
-    return _packet(PUBLISH << 4 | qos << 1 | int(retain), body + payload)
+    first = PUBLISH << 4 | int(dup) << 3 | qos << 1 | int(retain)
+    return _packet(first, body + payload)
 
 
-def _read_varint(buffer: bytes | bytearray | memoryview, offset: int) -> tuple[int, int]:
-    """Decode a variable byte integer at ``offset``: (value, offset after), value -1 if cut."""
-    value, shift, end = 0, 0, len(buffer)
-    for _ in range(4):
-        if offset >= end:
-            return -1, offset
-        byte = buffer[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-    raise MqttProtocolError("malformed remaining length")
+def encode_disconnect(reason_code: int, protocol: int, reason: str = "") -> bytes:
+    """DISCONNECT; on MQTT 5 with a reason code and, when given, a Reason String."""
+    if protocol != 5:
+        return DISCONNECT_PACKET
+    props = b"\x1f" + _string(reason[:200]) if reason else b""
+    return _packet(DISCONNECT << 4, bytes([reason_code]) + varint(len(props)) + props)
+
+
+def _violation(detail: str, code: int = MALFORMED_PACKET) -> _Violation:
+    return _Violation(detail, code)
 
 
 class PacketReader:
-    """Incremental decoder: feed it socket data, get back complete packets in order."""
+    """Incremental decoder: feed it socket data, get back complete packets in order.
 
-    def __init__(self, protocol: int) -> None:
+    Args:
+        protocol: 5 or 4 (3.1.1).
+        max_packet: The largest packet kept. On MQTT 5 the client declared it, so a larger one
+            breaks the protocol; on 3.1.1 (where it cannot be declared) a larger PUBLISH is
+            read past and returned as a :class:`Message` with ``oversize`` set and no payload,
+            so it can be refused and acknowledged instead of redelivered for ever.
+
+    Raises:
+        MqttProtocolError: From :meth:`feed`, for anything the specification forbids a broker
+            to send; packets before it in the same call are not returned.
+    """
+
+    def __init__(self, protocol: int, max_packet: int = MAX_PACKET_BYTES) -> None:
         self._protocol = protocol
+        self._max_packet = max_packet
         self._buffer = bytearray()
+        self._skip = 0  # bytes still to discard of an oversized 3.1.1 PUBLISH
 
     def feed(self, data: bytes) -> list[Message | Control]:
         """Add received bytes; return every packet now complete."""
+        if self._skip:
+            taken = min(self._skip, len(data))
+            self._skip -= taken
+            data = data[taken:]
         buffer = self._buffer
         buffer += data
         packets: list[Message | Control] = []
@@ -209,68 +201,114 @@ class PacketReader:
         try:
             while end - offset >= 2:
                 first = buffer[offset]
-                length, start = _read_varint(buffer, offset + 1)
-                if length < 0 or start + length > end:
-                    if length > MAX_PACKET_BYTES:
-                        raise MqttProtocolError(f"packet of {length} bytes is too large")
+                length, start = read_varint(buffer, offset + 1)
+                if length < 0:
                     break
-                stop = start + length
-                if first >> 4 == PUBLISH:
-                    qos = (first >> 1) & 0x03
-                    topic_end = start + 2 + (buffer[start] << 8 | buffer[start + 1])
-                    topic = str(view[start + 2 : topic_end], "utf-8")
-                    packet_id = 0
-                    cursor = topic_end
-                    if qos:
-                        packet_id = buffer[cursor] << 8 | buffer[cursor + 1]
-                        cursor += 2
-                    if v5:
-                        properties, cursor = _read_varint(buffer, cursor)
-                        cursor += properties
-                    packets.append(
-                        Message(
-                            topic,
-                            bytes(view[cursor:stop]),
-                            qos,
-                            packet_id,
-                            bool(first & 0x08),
-                            bool(first & 0x01),
+                if start - offset + length > self._max_packet:
+                    size = start - offset + length
+                    if v5:  # [MQTT-3.1.2-24]
+                        raise _violation(
+                            f"packet of {size} bytes exceeds the declared maximum "
+                            f"of {self._max_packet}",
+                            PACKET_TOO_LARGE,
                         )
-                    )
+                    kept = self._oversized(view, offset, start, end, length)
+                    if kept is None:
+                        break
+                    packets.append(kept)
+                    stop = start + length
+                    self._skip = max(0, stop - end)
+                    offset = min(stop, end)
+                    continue
+                stop = start + length
+                if stop > end:
+                    break
+                if first >> 4 == PUBLISH:
+                    packets.append(self._publish(view, first, start, stop, v5))
                 else:
-                    packets.append(Control(first >> 4, bytes(view[start:stop])))
+                    packets.append(_control(first, bytes(view[start:stop]), v5))
                 offset = stop
         finally:
             view.release()
             del buffer[:offset]
         return packets
 
+    def _publish(self, view: memoryview, first: int, start: int, stop: int, v5: bool) -> Message:
+        """Decode one PUBLISH occupying ``view[start:stop]``."""
+        buffer = view.obj  # the bytearray, indexed directly: faster than the view
+        qos = (first >> 1) & 0x03
+        if qos == 3:  # [MQTT-3.3.1-4]
+            raise _violation("PUBLISH with QoS 3")
+        dup = bool(first & 0x08)
+        if dup and not qos:  # [MQTT-3.3.1-2]
+            raise _violation("PUBLISH at QoS 0 with the DUP flag")
+        if stop - start < 2:
+            raise _violation("PUBLISH without a topic length")
+        topic_end = start + 2 + (buffer[start] << 8 | buffer[start + 1])  # type: ignore[index]
+        cursor = topic_end + (2 if qos else 0)
+        if cursor > stop:
+            raise _violation("PUBLISH topic runs past the end of the packet")
+        topic = _topic(view[start + 2 : topic_end])
+        packet_id = 0
+        if qos:
+            packet_id = buffer[topic_end] << 8 | buffer[topic_end + 1]  # type: ignore[index]
+            if not packet_id:  # [MQTT-2.2.1-4] (3.1.1: [MQTT-2.3.1-1])
+                raise _violation("PUBLISH at QoS 1 with packet identifier 0")
+            if qos == 2:  # subscribed at QoS 1 at most: [MQTT-3.8.4-8]
+                raise _violation("PUBLISH at QoS 2 on a QoS 1 subscription", PROTOCOL_ERROR)
+        if v5:
+            if cursor >= stop:
+                raise _violation("PUBLISH without its property length")
+            if buffer[cursor]:  # type: ignore[index]  # rare: most brokers send none
+                body = bytes(view[start:stop])
+                cursor = start + check_publish_properties(body, cursor - start)
+            else:
+                cursor += 1
+        return Message(topic, bytes(view[cursor:stop]), qos, packet_id, dup, bool(first & 0x01))
 
-def parse_connack(body: bytes, protocol: int) -> bool:
-    """Check a CONNACK; returns whether the broker kept a session for us.
+    def _oversized(
+        self, view: memoryview, offset: int, start: int, end: int, length: int
+    ) -> Message | None:
+        """The header of a 3.1.1 PUBLISH too large to keep, or None until it has arrived."""
+        first = view[offset]
+        if first >> 4 != PUBLISH:
+            raise _violation(f"packet of type {first >> 4} and {length} bytes")
+        if end - start < 2:
+            return None
+        topic_end = start + 2 + (view[start] << 8 | view[start + 1])
+        qos = (first >> 1) & 0x03
+        if end < topic_end + 2:
+            return None
+        header = self._publish(view, first, start, topic_end + (2 if qos else 0), v5=False)
+        return Message(
+            header.topic,
+            b"",
+            header.qos,
+            header.packet_id,
+            header.dup,
+            header.retain,
+            oversize=start - offset + length,
+        )
 
-    Raises:
-        MqttError: The broker refused the connection.
-    """
-    if len(body) < 2:
-        raise MqttProtocolError("truncated CONNACK")
-    if body[1] != 0:
-        raise MqttError(f"connection refused: {reason_text(body[1], protocol)}")
-    return bool(body[0] & 0x01)
+
+def _control(first: int, body: bytes, v5: bool) -> Control:
+    """A packet other than PUBLISH, its fixed header checked ([MQTT-2.1.3-1], 3.1.1 §2.2)."""
+    kind = first >> 4
+    if kind == 0 or (kind == AUTH and not v5):
+        raise _violation(f"reserved packet type {kind}")
+    if first & 0x0F != _FLAGS.get(kind, 0):
+        raise _violation(f"packet type {kind} with reserved flags 0x{first & 15:x}")
+    return Control(kind, body)
 
 
-def parse_suback(body: bytes, protocol: int) -> tuple[int, list[int]]:
-    """Packet id and granted QoS / reason codes of a SUBACK."""
-    packet_id = body[0] << 8 | body[1]
-    offset = 2
-    if protocol == 5:
-        properties, offset = _read_varint(body, offset)
-        offset += properties
-    return packet_id, list(body[offset:])
-
-
-def parse_disconnect(body: bytes, protocol: int) -> str:
-    """Why a (MQTT 5) broker disconnected us."""
-    if protocol != 5 or not body:
-        return "normal disconnection"
-    return reason_text(body[0], protocol)
+def _topic(raw: memoryview) -> str:
+    """A PUBLISH topic name: UTF-8, no U+0000, no wildcards, not empty."""
+    try:
+        topic = str(raw, "utf-8")
+    except UnicodeDecodeError as exc:  # [MQTT-1.5.4-1]
+        raise _violation("PUBLISH topic is not well-formed UTF-8") from exc
+    if not topic:  # [MQTT-4.7.3-1]; MQTT 5: no topic alias was allowed either
+        raise _violation("PUBLISH with an empty topic", PROTOCOL_ERROR)
+    if "\x00" in topic or "+" in topic or "#" in topic:  # [MQTT-1.5.4-2], [MQTT-3.3.2-2]
+        raise _violation(f"PUBLISH topic {topic!r} has U+0000 or a wildcard")
+    return topic
