@@ -46,7 +46,11 @@ async def test_every_published_reading_is_stored_exactly_once(
         fleet.start()
         try:
             assert await asyncio.to_thread(fleet.wait_connected, 20)
-            await asyncio.sleep(3)  # every device samples ~15 times and publishes ~6 batches
+            # Until every device has published several batches (bounded; slower when busy).
+            for _ in range(600):
+                if len(list(fleet.published)) > DEVICES * 12:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await asyncio.to_thread(fleet.stop_sampling)
         assert await asyncio.to_thread(fleet.drain, 30), "devices kept a backlog"

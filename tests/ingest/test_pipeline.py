@@ -106,9 +106,12 @@ async def test_nothing_is_acked_before_its_batch_is_durable() -> None:
     stopping = asyncio.Event()
     task = asyncio.create_task(pipe.run(stopping))
     pipe.deliver([acks.message("m1", batch_payload("aq-0001", 1, recent()))], 1)
-    await asyncio.sleep(0.1)
-    assert acks.sent == []  # still retrying: not acknowledged
+    for _ in range(500):  # bounded wait for the first failed write
+        if pipe.writing_blocked:
+            break
+        await asyncio.sleep(0.01)
     assert pipe.writing_blocked
+    assert acks.sent == []  # still retrying: not acknowledged
     stopping.set()
     await asyncio.wait_for(task, 30)
     assert acks.sent == ["m1"]

@@ -10,6 +10,8 @@ import psycopg
 import pytest
 
 from edge.contract import Status, encode_status
+from ingest.config import IngestConfig
+from ingest.service import IngestService
 from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import (
     batch_payload,
@@ -102,3 +104,83 @@ async def test_messages_published_while_ingest_is_away_are_stored_when_it_return
     await asyncio.to_thread(publish_all, broker, later)
     async with running_ingest(config):
         assert await eventually(lambda: len(stored_keys(dsn)) == 3 + 10 * 2)
+
+
+class _SteadyBackoff:
+    """Restarts after a fixed 0.3 s, so the test sees each time the task is down."""
+
+    def __init__(self, **_options: float) -> None:
+        pass
+
+    def next_delay(self) -> float:
+        return 0.3
+
+
+async def test_a_task_that_must_last_is_restarted_and_shown_not_ready_meanwhile(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ingest.service.Backoff", _SteadyBackoff)
+    service = IngestService(IngestConfig(detection=False, health_port=-1))
+    runs: list[str] = []
+    blocked = asyncio.Event()
+
+    async def consumer_run() -> None:
+        runs.append("run")
+        if len(runs) == 1:
+            raise RuntimeError("a bug in the consumer")
+        if len(runs) == 2:
+            return  # ends with no error at all: still not allowed while ingest runs
+        if len(runs) == 3:
+            raise asyncio.CancelledError  # a cancellation that was not the service's
+        blocked.set()
+        await service.stopping.wait()
+
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        task = asyncio.create_task(service._supervised("consumer", consumer_run))  # noqa: SLF001
+        reasons: set[str] = set()
+        for _ in range(500):  # bounded: three restarts of 0.3 s
+            if service.down:
+                ready, why = service.readiness()
+                assert not ready
+                reasons.add(why)
+            if blocked.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert blocked.is_set(), runs
+        service.stop()
+        await asyncio.wait_for(task, 5)
+    assert runs == ["run"] * 4
+    assert service.down == {}
+    assert service.metrics.task_restarts.labels("consumer")._value.get() == 3  # noqa: SLF001
+    assert reasons == {
+        "consumer failed: a bug in the consumer",
+        "consumer stopped",
+        "consumer was cancelled",
+    }
+    for expected in ("failed: a bug in the consumer", "consumer stopped while", "was cancelled"):
+        assert expected in caplog.text
+
+
+async def test_an_oversized_message_on_311_is_refused_acknowledged_and_blocks_nothing(
+    broker: BrokerAddress, timescale_database: Database, unique_site: str
+) -> None:
+    dsn, device = timescale_database.dsn, "aq-0001"
+    register(dsn, [(device, unique_site)])
+    topic = f"city/v1/{unique_site}/{device}/telemetry"
+    start = recent()
+    config = ingest_config(
+        broker, dsn, mqtt_protocol="3.1.1", max_packet_bytes=65_536, detection=False
+    )
+    oversized = (topic, b"{" + b" " * 100_000 + b"}")
+    async with running_ingest(config):
+        await asyncio.to_thread(
+            publish_all, broker, [oversized, (topic, batch_payload(device, 1, start))]
+        )
+        assert await eventually(lambda: len(stored_keys(dsn)) == 3)
+        assert await eventually(lambda: rejection_rows(dsn) == [(device, "oversized", None)])
+    # Acknowledged: the next session starts with what came after it, not with it again.
+    async with running_ingest(config):
+        later = (topic, batch_payload(device, 2, start - timedelta(minutes=5)))
+        await asyncio.to_thread(publish_all, broker, [later])
+        assert await eventually(lambda: len(stored_keys(dsn)) == 6)
+    assert rejection_rows(dsn) == [(device, "oversized", None)]
