@@ -136,7 +136,7 @@ async def test_a_task_that_must_last_is_restarted_and_shown_not_ready_meanwhile(
         await service.stopping.wait()
 
     with caplog.at_level(logging.INFO, logger="ingest"):
-        task = asyncio.create_task(service._supervised("consumer", consumer_run))  # noqa: SLF001
+        task = asyncio.create_task(service._supervised("consumer", consumer_run))
         reasons: set[str] = set()
         for _ in range(500):  # bounded: three restarts of 0.3 s
             if service.down:
@@ -151,7 +151,7 @@ async def test_a_task_that_must_last_is_restarted_and_shown_not_ready_meanwhile(
         await asyncio.wait_for(task, 5)
     assert runs == ["run"] * 4
     assert service.down == {}
-    assert service.metrics.task_restarts.labels("consumer")._value.get() == 3  # noqa: SLF001
+    assert service.metrics.task_restarts.labels("consumer")._value.get() == 3
     assert reasons == {
         "consumer failed: a bug in the consumer",
         "consumer stopped",
