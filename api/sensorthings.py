@@ -83,7 +83,7 @@ async def _collection(  # the query options are each one parameter
         )
         body["@iot.count"] = int(counted[0]["n"])
     body["value"] = [build(row) for row in rows[:top]]
-    if len(rows) > top:
+    if 0 < top < len(rows):  # $top=0 asks for no entities: a next page would be this one
         body["@iot.nextLink"] = _next_link(request, top, skip)
     return body
 
@@ -364,7 +364,7 @@ async def _observations(
     body["value"] = [
         sta.observation(base, row["stream_id"], row["ts"], row["value"]) for row in rows[:top]
     ]
-    if len(rows) > top:
+    if 0 < top < len(rows):  # $top=0 asks for no entities: a next page would be this one
         body["@iot.nextLink"] = _next_link(request, top, skip)
     return body
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api import db, paging
 from api.auth import HistoryReader
 from api.catalog import Cursor, Texts
-from api.series import MAX_CELLS, End, Start
+from api.series import End, Start
+from edge.metrics import METRICS
 from history import fiware
 from history import query as history
+from history.buckets import BucketRule
 from processing.kinds import Kind
 
 router = APIRouter(
@@ -120,9 +123,13 @@ async def temporal(
     site: Texts = None,
     device: Texts = None,
 ) -> list[dict[str, Any]]:
-    """Bucket means of every metric the model carries, per device and bucket.
+    """Per device and bucket, every metric the model carries.
 
-    ``dateObserved`` is the bucket's start; traffic also gives the interval.
+    Counts (traffic's vehicles) are summed over the bucket, everything else averaged.
+
+    Buckets follow the history rule (local days, clock hours; docs/planner.md). The observed
+    period is the part of the bucket inside [start, end): ``dateObserved`` is its start, and
+    traffic gives ``dateObservedFrom``/``dateObservedTo``, the period its counts were summed over.
     """
     step = history.parse_bucket(bucket)
     streams = await db.fetch(
@@ -133,28 +140,34 @@ async def temporal(
         " AND (%(devices)s::text[] IS NULL OR d.device_id = ANY(%(devices)s))",
         {"family": _FAMILY[type], "sites": site, "devices": device},
     )
-    if (end - start) / step * max(len(streams), 1) > MAX_CELLS:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"more than {MAX_CELLS:,} stream-buckets: choose a larger bucket or fewer devices",
-        )
     if not streams:
         return []
     by_stream = {str(row["stream_id"]): row for row in streams}
-    async with db.pool(request).connection() as conn:
-        answer = await history.aggregate(
-            conn, start=start, end=end, bucket=step, aggregate="mean", group_by="stream",
-            stream_ids=[row["stream_id"] for row in streams],
-        )  # fmt: skip
+    counted = [r["stream_id"] for r in streams if METRICS[r["metric"]].unit == "count"]
+    averaged = [r["stream_id"] for r in streams if METRICS[r["metric"]].unit != "count"]
     snapshots: dict[tuple[str, datetime], dict[str, float]] = {}
-    for row in answer.rows:
-        if row.value is not None:
-            stream = by_stream[row.group]
-            snapshots.setdefault((stream["device_id"], row.bucket), {})[stream["metric"]] = (
-                row.value
-            )
+    rule: BucketRule | None = None
+    async with db.pool(request).connection() as conn:
+        ways: tuple[tuple[history.Aggregate, list[int]], ...] = (
+            ("sum", counted),
+            ("mean", averaged),
+        )
+        for how, ids in ways:
+            if not ids:
+                continue
+            answer = await history.aggregate(
+                conn, start=start, end=end, bucket=step, aggregate=how, group_by="stream",
+                stream_ids=ids,
+            )  # fmt: skip
+            rule = BucketRule(step, ZoneInfo(answer.zone))
+            for row in answer.rows:
+                if row.value is not None:
+                    stream = by_stream[row.group]
+                    key = (stream["device_id"], row.bucket)
+                    snapshots.setdefault(key, {})[stream["metric"]] = row.value
+    assert rule is not None
     places = {row["device_id"]: _place(row) for row in streams}
     return [
-        fiware.observed(places[device_id], values, at, period=step)
+        fiware.observed(places[device_id], values, max(at, start), until=min(rule.after(at), end))
         for (device_id, at), values in sorted(snapshots.items())
     ]

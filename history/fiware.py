@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from processing import aqi
@@ -93,12 +93,12 @@ def observed(
     values: Mapping[str, float],
     at: datetime,
     *,
-    period: timedelta | None = None,
+    until: datetime | None = None,
     congested: bool | None = None,
 ) -> dict[str, Any]:
     """The family's observation entity for ``values`` (our metric names) observed at ``at``.
 
-    ``period``: the values are means over [at, at + period) (history buckets).
+    ``until``: the values cover [at, until) (history buckets: counts summed, the rest means).
     ``congested``: for traffic, whether a congestion alert was open.
     """
     model = MODELS[place.family]
@@ -112,8 +112,8 @@ def observed(
         entity["typeofLocation"] = "outdoor"
         _add_index(entity, values)
     elif model == "TrafficFlowObserved":
-        end = at + period if period else at
-        entity["dateObserved"] = f"{_iso(at)}/{_iso(end)}" if period else _iso(at)
+        end = until or at
+        entity["dateObserved"] = f"{_iso(at)}/{_iso(end)}" if until else _iso(at)
         entity["dateObservedFrom"] = _iso(at)
         entity["dateObservedTo"] = _iso(end)
         if congested is not None:

@@ -1,32 +1,43 @@
-"""The query layer the dashboard and the planner API share.
+"""The query layer the dashboard, the planner API, the CLI and the open-data views share.
 
-It picks the coarsest stored resolution that still resolves the bucket asked for (raw readings,
-or the 1-minute, 1-hour or 1-day rollups), aggregates by time bucket and optionally by district,
-family or metric, and reports gaps (buckets without data) rather than hiding them. Everything is
-parameterised SQL; table names come from a fixed list.
+An answer is always the raw readings' answer under the bucket rule of :mod:`history.buckets`:
+the coarsest stored resolution (the 1-minute, 1-hour or 1-day rollups) serves only the part of
+the range it covers whole and only its buckets that are rolled up (none of their minutes still
+waiting in ``rollup_dirty``); the raw readings fill the edges of the range, the newest minutes
+not yet rolled up, and late data not yet rolled up again. Both are read in one snapshot. Every
+group the filters select gets a series, and buckets without readings are reported as gaps, so a
+gap always means no reading exists. Everything is parameterised SQL; table names come from a
+fixed list.
 
 Examples:
-    >>> from datetime import timedelta
-    >>> pick_level(timedelta(hours=1)).table, pick_level(timedelta(seconds=30)).table
-    ('rollup_1h', 'readings')
+    >>> from zoneinfo import ZoneInfo
+    >>> rule = BucketRule(timedelta(hours=1), ZoneInfo("UTC"))
+    >>> at = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> pick_level(rule, at, at + timedelta(days=1), "UTC").table
+    'rollup_1h'
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
+
+from history.buckets import DAY, BucketError, BucketRule, local_midnight, whole_hour_offsets
 
 Aggregate = Literal["mean", "min", "max", "count", "sum", "last"]
 GroupBy = Literal["stream", "site", "family", "metric"]
 
 AGGREGATES: Final[tuple[Aggregate, ...]] = ("mean", "min", "max", "count", "sum", "last")
 GROUPS: Final[tuple[GroupBy, ...]] = ("stream", "site", "family", "metric")
-MAX_BUCKETS: Final = 100_000  # a longer answer is a request for an export, not a query
+MAX_CELLS: Final = 1_000_000  # buckets x groups; a longer answer is an export, not a query
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class QueryError(ValueError):
@@ -50,78 +61,74 @@ def parse_bucket(text: str) -> timedelta:
 
 @dataclass(frozen=True, slots=True)
 class Level:
-    """One stored resolution."""
+    """One stored rollup resolution (days in the city's zone, hours and minutes in UTC)."""
 
     table: str
-    step: timedelta  # zero for raw readings
-    # Each aggregate over this level's columns (raw readings have only ``value``).
-    columns: dict[str, str]
+    step: timedelta
+
+    def floor(self, moment: datetime, zone: ZoneInfo) -> datetime:
+        """The start of this level's bucket holding ``moment``."""
+        if self.step == DAY:
+            return local_midnight(moment.astimezone(zone).date(), zone)
+        return _EPOCH + ((moment - _EPOCH) // self.step) * self.step
+
+    def after(self, slot: datetime, zone: ZoneInfo) -> datetime:
+        """The start of the next bucket of this level."""
+        if self.step == DAY:
+            return local_midnight(slot.astimezone(zone).date() + DAY, zone)
+        return slot + self.step
+
+    def ceil(self, moment: datetime, zone: ZoneInfo) -> datetime:
+        """The first bucket start at or after ``moment``."""
+        floor = self.floor(moment, zone)
+        return floor if floor == moment else self.after(floor, zone)
 
 
-_RAW: Final = Level(
-    "readings",
-    timedelta(0),
-    {
-        "n": "count(*)",
-        "total": "sum(value)",
-        "low": "min(value)",
-        "high": "max(value)",
-        "last_ts": "max(ts)",
-        "last_value": "(array_agg(value ORDER BY ts DESC))[1]",
-        "ts": "ts",
-    },
+ROLLUPS: Final = (
+    Level("rollup_1d", DAY),
+    Level("rollup_1h", timedelta(hours=1)),
+    Level("rollup_1m", timedelta(minutes=1)),
 )
 
 
-def _rollup(table: str, step: timedelta) -> Level:
-    return Level(
-        table,
-        step,
-        {
-            "n": "sum(n)",
-            "total": "sum(total)",
-            "low": "min(low)",
-            "high": "max(high)",
-            "last_ts": "max(last_ts)",
-            "last_value": "(array_agg(last_value ORDER BY last_ts DESC))[1]",
-            "ts": "bucket",
-        },
-    )
+def pick_level(rule: BucketRule, start: datetime, end: datetime, day_zone: str) -> Level | None:
+    """The coarsest rollup each of whose buckets lies inside one answer bucket, or None.
 
-
-LEVELS: Final = (
-    _rollup("rollup_1d", timedelta(days=1)),
-    _rollup("rollup_1h", timedelta(hours=1)),
-    _rollup("rollup_1m", timedelta(minutes=1)),
-    _RAW,
-)
-
-
-def pick_level(bucket: timedelta) -> Level:
-    """The coarsest stored resolution whose step divides ``bucket``."""
-    for level in LEVELS[:-1]:
-        if bucket >= level.step and bucket % level.step == timedelta(0):
+    ``day_zone`` is the zone the 1-day rollup is kept in.
+    """
+    for level in ROLLUPS:
+        if level.step == DAY:
+            usable = rule.calendar and rule.zone.key == day_zone
+        else:
+            whole = rule.calendar or rule.width % level.step == timedelta(0)
+            usable = rule.width >= level.step and whole
+            if level.step == timedelta(hours=1):
+                usable = usable and whole_hour_offsets(rule.zone, start, end)
+        if usable:
             return level
-    return _RAW
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One bucket of one group."""
+    """One bucket of one group; ``partial`` when the range cuts the bucket."""
 
     group: str
     bucket: datetime
     value: float | None
     count: int
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Aggregated buckets, the gaps, and where they came from."""
+    """Aggregated buckets, the gaps, and how they were read."""
 
     rows: list[Row]
     gaps: dict[str, list[tuple[datetime, datetime]]]  # group: [(first empty, last empty)]
-    level: str
+    level: str  # the rollup that served the whole buckets ("readings" when none did)
+    zone: str = "UTC"
+    groups: list[str] = field(default_factory=list)  # every group selected, with data or not
 
 
 _GROUP_COLUMN: Final = {
@@ -130,6 +137,41 @@ _GROUP_COLUMN: Final = {
     "family": "d.family",
     "metric": "s.metric",
 }
+_FILTERS: Final = sql.SQL(
+    " (%(streams)s::integer[] IS NULL OR s.stream_id = ANY(%(streams)s))"
+    " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
+    " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
+    " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
+)
+_FINAL: Final = {
+    "mean": "sum(total) / nullif(sum(n), 0)",
+    "min": "min(low)",
+    "max": "max(high)",
+    "count": "sum(n)::double precision",
+    "sum": "sum(total)",
+    "last": "(array_agg(last_value ORDER BY last_ts DESC))[1]",
+}
+
+
+async def city_zone(conn: AsyncConnection[tuple[object, ...]]) -> ZoneInfo:
+    """The city's time zone, as the schema records it (days are its local days)."""
+    cursor = await conn.execute("SELECT time_zone FROM city_settings")
+    row = await cursor.fetchone()
+    try:
+        return ZoneInfo(str(row[0])) if row else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise QueryError(f"the recorded city time zone {row!r} is unknown here") from exc
+
+
+def _check(start: datetime, end: datetime, aggregate: str, group_by: str) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("start and end need a time zone (use UTC, e.g. 2026-11-23T08:00Z)")
+    if end <= start:
+        raise QueryError("end must come after start")
+    if aggregate not in AGGREGATES:
+        raise QueryError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+    if group_by not in GROUPS:
+        raise QueryError(f"group_by must be one of {', '.join(GROUPS)}")
 
 
 async def aggregate(
@@ -144,120 +186,210 @@ async def aggregate(
     sites: Sequence[str] | None = None,
     families: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
+    zone: ZoneInfo | None = None,
 ) -> Answer:
     """Buckets of ``bucket`` over [``start``, ``end``), per group, with the gaps.
+
+    Args:
+        conn: A connection; when idle, the answer is read in one repeatable-read snapshot.
+        start: From, inclusive, with a zone.
+        end: Until, exclusive, with a zone.
+        bucket: Width under the rule of :mod:`history.buckets`.
+        aggregate: How the readings of a bucket and group combine.
+        group_by: One series per stream, site, family or metric.
+        stream_ids: Only these streams (None: all).
+        sites: Only these districts.
+        families: Only these families.
+        metrics: Only these metrics.
+        zone: Where days begin; the city's recorded zone when None.
 
     Raises:
         QueryError: A range, bucket, aggregate or grouping that cannot be answered.
     """
-    if start.tzinfo is None or end.tzinfo is None:
-        raise QueryError("start and end need a time zone (use UTC, e.g. 2026-11-23T08:00Z)")
-    if end <= start:
-        raise QueryError("end must come after start")
-    if bucket < timedelta(seconds=1):
-        raise QueryError("bucket must be at least 1 second")
-    if (end - start) / bucket > MAX_BUCKETS:
-        raise QueryError(
-            f"{(end - start) / bucket:,.0f} buckets asked for; at most {MAX_BUCKETS:,}:"
-            " choose a larger bucket or export the data"
-        )
-    if aggregate not in AGGREGATES:
-        raise QueryError(f"aggregate must be one of {', '.join(AGGREGATES)}")
-    if group_by not in GROUPS:
-        raise QueryError(f"group_by must be one of {', '.join(GROUPS)}")
-    level = pick_level(bucket)
-    if aggregate == "last":
-        query = _per_stream_first(level, group_by)
-    else:
-        query = _single_pass(level, group_by, aggregate)
-    params = {
-        "bucket": bucket,
-        "origin": start,
-        "start": start,
-        "end": end,
+    _check(start, end, aggregate, group_by)
+    filters: dict[str, object] = {
         "streams": list(stream_ids) if stream_ids is not None else None,
         "sites": list(sites) if sites is not None else None,
         "families": list(families) if families is not None else None,
         "metrics": list(metrics) if metrics is not None else None,
     }
-    cursor = await conn.execute(query, params)
+    ask = _Ask(start.astimezone(UTC), end.astimezone(UTC), bucket, aggregate, group_by, zone)
+    if conn.info.transaction_status == TransactionStatus.IDLE:
+        async with conn.transaction():  # one snapshot for the rollups, the raw rows and dirt
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await _aggregate(conn, ask, filters)
+    return await _aggregate(conn, ask, filters)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    start: datetime
+    end: datetime
+    bucket: timedelta
+    aggregate: Aggregate
+    group_by: GroupBy
+    zone: ZoneInfo | None
+
+
+async def _aggregate(
+    conn: AsyncConnection[tuple[object, ...]], ask: _Ask, filters: dict[str, object]
+) -> Answer:
+    start, end, group_by = ask.start, ask.end, ask.group_by
+    city = await city_zone(conn)
+    try:
+        rule = BucketRule(ask.bucket, ask.zone or city)
+    except BucketError as exc:
+        raise QueryError(str(exc)) from exc
+    params: dict[str, object] = {**filters, **rule.params()}
+    groups = await _groups(conn, group_by, params)
+    cells = rule.count(start, end) * max(len(groups), 1)
+    if cells > MAX_CELLS:
+        raise QueryError(
+            f"{rule.count(start, end):,.0f} buckets x {len(groups):,} groups is more than"
+            f" {MAX_CELLS:,}: choose a larger bucket, fewer groups, or export the data"
+        )
+    level = pick_level(rule, start, end, city.key)
+    windows, stale = [(start, end)], []
+    if level is not None:
+        whole_from, whole_to = level.ceil(start, rule.zone), level.floor(end, rule.zone)
+        if whole_from < whole_to:
+            stale = await _stale(conn, level, rule.zone, whole_from, whole_to)
+            windows = [(start, whole_from), (whole_to, end)]
+            windows += [(s, level.after(s, rule.zone)) for s in stale]
+            params.update(whole_from=whole_from, whole_to=whole_to, stale=stale)
+        else:
+            level = None
+    params["lo"] = [a for a, b in windows if a < b]
+    params["hi"] = [b for a, b in windows if a < b]
+    cursor = await conn.execute(_query(rule, level, group_by, ask.aggregate), params)
+    partial = {rule.floor(start)} - {start} | ({rule.floor(end)} - {end})
     rows = []
     for group, slot, value, count in await cursor.fetchall():
         assert isinstance(slot, datetime)
         number = None if value is None else float(str(value))
-        rows.append(Row(str(group), slot, number, int(str(count))))
-    return Answer(rows, find_gaps(rows, start, end, bucket), level.table)
+        rows.append(Row(str(group), slot, number, int(str(count)), slot in partial))
+    gaps = find_gaps(rows, rule.slots(start, end), groups)
+    return Answer(rows, gaps, level.table if level else "readings", rule.zone.key, groups)
 
 
-# Aggregates that combine across streams directly, over the level's own aggregate expressions.
-_DIRECT: Final = {
-    "mean": "({total}) / nullif({n}, 0)",
-    "min": "{low}",
-    "max": "{high}",
-    "count": "({n})::double precision",
-    "sum": "{total}",
-}
+async def _groups(
+    conn: AsyncConnection[tuple[object, ...]], group_by: GroupBy, params: dict[str, object]
+) -> list[str]:
+    """Every group the filters select, whether it has data in the range or not."""
+    query = sql.SQL(
+        "SELECT DISTINCT {group} FROM streams s JOIN devices d USING (device_id) WHERE {filters}"
+        " ORDER BY 1"
+    ).format(group=sql.SQL(_GROUP_COLUMN[group_by]), filters=_FILTERS)
+    cursor = await conn.execute(query, params)
+    return [str(row[0]) for row in await cursor.fetchall()]
 
 
-def _selected(level: Level, group_by: GroupBy, columns: str, group: str) -> sql.Composed:
-    """``SELECT grp, slot, <columns>`` from the level's rows that pass the filters.
-
-    ``columns`` and ``group`` are built from this module's constants, never from a request.
-    """
-    return sql.SQL(
-        "SELECT {group} AS grp, date_bin(%(bucket)s, {ts}, %(origin)s) AS slot, {columns}"
-        " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
-        " WHERE {ts} >= %(start)s AND {ts} < %(end)s"
-        " AND (%(streams)s::integer[] IS NULL OR f.stream_id = ANY(%(streams)s))"
-        " AND (%(sites)s::text[] IS NULL OR d.site = ANY(%(sites)s))"
-        " AND (%(families)s::text[] IS NULL OR d.family = ANY(%(families)s))"
-        " AND (%(metrics)s::text[] IS NULL OR s.metric = ANY(%(metrics)s))"
-        " GROUP BY {grouping}"
-    ).format(
-        group=sql.SQL(_GROUP_COLUMN[group_by]),
-        ts=sql.SQL("f." + level.columns["ts"]),
-        columns=sql.SQL(columns),
-        table=sql.Identifier(level.table),
-        grouping=sql.SQL(group),
+async def _stale(
+    conn: AsyncConnection[tuple[object, ...]],
+    level: Level,
+    zone: ZoneInfo,
+    start: datetime,
+    end: datetime,
+) -> list[datetime]:
+    """The level's buckets in [start, end) holding a minute not rolled up yet."""
+    cursor = await conn.execute(
+        "SELECT bucket FROM rollup_dirty WHERE bucket >= %s AND bucket < %s ORDER BY bucket",
+        (start, end),
     )
+    floors = {level.floor(row[0], zone) for row in await cursor.fetchall()}  # type: ignore[arg-type]
+    return sorted(floors)
 
 
-def _single_pass(level: Level, group_by: GroupBy, aggregate: Aggregate) -> sql.Composed:
-    """One GROUP BY for every aggregate but ``last``: no per-stream pass, no ordered array."""
-    final = _DIRECT[aggregate].format(**level.columns)
-    columns = f"{final}, ({level.columns['n']})::bigint"
-    return _selected(level, group_by, columns, "1, 2 ORDER BY 1, 2")
+def _part_columns(last: bool, table: str, kind: Literal["rollup", "raw"]) -> str:
+    """A part's partial aggregates; the last value only when the answer needs it."""
+    if kind == "rollup":
+        n, total = f"sum({table}.n)", f"sum({table}.total)"
+        low, high = f"min({table}.low)", f"max({table}.high)"
+        ts, value = f"{table}.last_ts", f"{table}.last_value"
+    else:
+        n, total, low, high = (
+            "count(*)",
+            f"sum({table}.value)",
+            f"min({table}.value)",
+            f"max({table}.value)",
+        )
+        ts, value = f"{table}.ts", f"{table}.value"
+    columns = f"{n} AS n, {total} AS total, {low} AS low, {high} AS high"
+    if last:
+        columns += (
+            f", max({ts}) AS last_ts, (array_agg({value} ORDER BY {ts} DESC))[1] AS last_value"
+        )
+    return columns
 
 
-def _per_stream_first(level: Level, group_by: GroupBy) -> sql.Composed:
-    """The last value: each stream's last in each bucket first, then the group's."""
-    names = ("n", "total", "low", "high", "last_ts", "last_value")
-    columns = ", ".join(f"{level.columns[name]} AS {name}" for name in names)
-    inner = _selected(level, group_by, columns, "1, 2, f.stream_id")
+def _query(
+    rule: BucketRule, level: Level | None, group_by: GroupBy, aggregate: Aggregate
+) -> sql.Composed:
+    """Partial aggregates per group and bucket from the rollup and the raw windows, combined.
+
+    Every piece of SQL text comes from this module's constants, never from a request.
+    """
+    last = aggregate == "last"
+    group = sql.SQL(_GROUP_COLUMN[group_by])
+    parts = []
+    if level is not None:
+        columns = _part_columns(last, "f", "rollup")
+        parts.append(
+            sql.SQL(
+                "SELECT {group} AS grp, {slot} AS slot, {columns}"
+                " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
+                " WHERE f.bucket >= %(whole_from)s AND f.bucket < %(whole_to)s"
+                " AND NOT (f.bucket = ANY(%(stale)s::timestamptz[])) AND {filters}"
+                " GROUP BY 1, 2"
+            ).format(
+                group=group,
+                slot=rule.sql(sql.SQL("f.bucket")),
+                columns=sql.SQL(columns),
+                table=sql.Identifier(level.table),
+                filters=_FILTERS,
+            )
+        )
+    columns = _part_columns(last, "r", "raw")
+    parts.append(
+        sql.SQL(
+            "SELECT {group} AS grp, {slot} AS slot, {columns}"
+            " FROM unnest(%(lo)s::timestamptz[], %(hi)s::timestamptz[]) w(lo, hi)"
+            " JOIN readings r ON r.ts >= w.lo AND r.ts < w.hi"
+            " JOIN streams s ON s.stream_id = r.stream_id JOIN devices d USING (device_id)"
+            " WHERE {filters} GROUP BY 1, 2"
+        ).format(
+            group=group, slot=rule.sql(sql.SQL("r.ts")), columns=sql.SQL(columns), filters=_FILTERS
+        )
+    )
     return sql.SQL(
-        "SELECT grp, slot, (array_agg(last_value ORDER BY last_ts DESC))[1], sum(n)::bigint"
-        " FROM ({inner}) per_stream GROUP BY grp, slot ORDER BY grp, slot"
-    ).format(inner=inner)
+        "SELECT grp, slot, {final}, sum(n)::bigint FROM ({parts}) p"
+        " GROUP BY grp, slot ORDER BY grp, slot"
+    ).format(final=sql.SQL(_FINAL[aggregate]), parts=sql.SQL(" UNION ALL ").join(parts))
 
 
 def find_gaps(
-    rows: Sequence[Row], start: datetime, end: datetime, bucket: timedelta
+    rows: Sequence[Row], slots: Sequence[datetime], groups: Sequence[str] = ()
 ) -> dict[str, list[tuple[datetime, datetime]]]:
-    """Per group, the runs of buckets in [start, end) that hold no data: (first, last)."""
-    slots = int((end - start) / bucket) + (1 if (end - start) % bucket else 0)
-    seen: dict[str, set[int]] = {}
+    """Per group, the runs of buckets without readings: (first empty, last empty).
+
+    Every group in ``groups`` is listed, a group without rows as one gap over every bucket.
+    """
+    seen: dict[str, set[datetime]] = {group: set() for group in groups}
     for row in rows:
-        seen.setdefault(row.group, set()).add(int((row.bucket - start) / bucket))
+        seen.setdefault(row.group, set()).add(row.bucket)
     gaps: dict[str, list[tuple[datetime, datetime]]] = {}
     for group, present in seen.items():
         runs: list[tuple[datetime, datetime]] = []
-        run_start: int | None = None
-        for index in range(slots + 1):
-            empty = index < slots and index not in present
-            if empty and run_start is None:
-                run_start = index
-            elif not empty and run_start is not None:
-                runs.append((start + run_start * bucket, start + (index - 1) * bucket))
-                run_start = None
+        first: datetime | None = None
+        previous: datetime | None = None
+        for slot in slots:
+            if slot not in present:
+                first = first or slot
+                previous = slot
+            elif first is not None and previous is not None:
+                runs.append((first, previous))
+                first = None
+        if first is not None and previous is not None:
+            runs.append((first, previous))
         gaps[group] = runs
     return gaps

@@ -64,7 +64,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     """``smartcity migrate``."""
     config = ingest_config.load(args.config)
     setup_logging(config.log_level)
-    applied = migrate(config.database_url, timescaledb=config.timescaledb)
+    applied = migrate(
+        config.database_url, timescaledb=config.timescaledb, city_zone=config.city_timezone
+    )
     print("applied " + ", ".join(f"{v:03d}" for v in applied) if applied else "schema up to date")
     return 0
 

@@ -9,21 +9,24 @@ the minute still being filled is not recomputed again and again; a reading arriv
 it again. One refresher runs at a time (an advisory lock); other workers skip their turn rather
 than race on the same hour.
 
-Buckets are UTC; ``mean`` is ``total / n``; ``last_value`` is the reading acquired last.
+Minutes and hours are UTC; days are the city's local days (``city_settings``, moved by
+``ingest/schema/zone.py`` when the zone changes). ``mean`` is ``total / n``; ``last_value`` is
+the reading acquired last.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
 from psycopg import AsyncConnection, AsyncCursor, sql
 
-LEVELS: Final = (("rollup_1m", "1 minute"), ("rollup_1h", "1 hour"), ("rollup_1d", "1 day"))
-_LOCK_KEY: Final = 0x526F6C6C  # "Roll"
+from ingest.schema.zone import ROLLUP_LOCK_KEY, day_source
+
+_LOCK_KEY: Final = ROLLUP_LOCK_KEY
 _MINUTE_US: Final = 60_000_000
 
 MARK_DIRTY = (  # parameter: the minute numbers since the epoch
@@ -34,6 +37,8 @@ _SCRATCH = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_taken (bucket timestamptz) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS rollup_touched (stream_id integer, bucket timestamptz)"
     " ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_touched_days (stream_id integer,"
+    " bucket timestamptz) ON COMMIT DELETE ROWS",
 )
 _TAKE = """
 WITH taken AS (
@@ -66,19 +71,20 @@ WITH up AS (
     + _UPSERT
     + ") INSERT INTO rollup_touched SELECT stream_id, bucket FROM up"
 )
-# A coarser level from the finer one, for the (stream, bucket) pairs holding what changed; they
-# replace rollup_touched for the next level. Table names go in as sql.Identifier.
-_COARSER = sql.SQL(
+# The hours holding what changed, from the minutes; their pairs replace the minutes' in
+# rollup_touched.
+_HOURS = (
     """
 WITH pairs AS (
-    SELECT DISTINCT stream_id, date_trunc({unit}, bucket, 'UTC') AS bucket FROM rollup_touched
+    SELECT DISTINCT stream_id, date_bin('1 hour', bucket, TIMESTAMPTZ '1970-01-01Z') AS bucket
+    FROM rollup_touched
 ), up AS (
-    INSERT INTO {target} (stream_id, bucket, n, total, low, high, last_ts, last_value)
+    INSERT INTO rollup_1h (stream_id, bucket, n, total, low, high, last_ts, last_value)
     SELECT p.stream_id, p.bucket, sum(f.n), sum(f.total), min(f.low), max(f.high),
            max(f.last_ts), (array_agg(f.last_value ORDER BY f.last_ts DESC))[1]
     FROM pairs p
-    JOIN {source} f ON f.stream_id = p.stream_id AND f.bucket >= p.bucket
-                   AND f.bucket < p.bucket + {width}::interval
+    JOIN rollup_1m f ON f.stream_id = p.stream_id AND f.bucket >= p.bucket
+                    AND f.bucket < p.bucket + interval '1 hour'
     GROUP BY p.stream_id, p.bucket
 """
     + _UPSERT
@@ -88,6 +94,26 @@ WITH pairs AS (
 )
 INSERT INTO rollup_touched SELECT stream_id, bucket FROM up
 """
+)
+# The city's local days holding what changed (noted from the minutes before the hours replace
+# them), from the hours, or from the minutes where the zone is not whole hours from UTC. A local
+# day is 23 or 25 hours across a daylight-saving change. The source goes in as sql.Identifier.
+_NOTE_DAYS = (
+    "INSERT INTO rollup_touched_days SELECT DISTINCT stream_id,"
+    " date_trunc('day', bucket, %(zone)s) FROM rollup_touched"
+)
+_DAYS = sql.SQL(
+    """
+INSERT INTO rollup_1d (stream_id, bucket, n, total, low, high, last_ts, last_value)
+SELECT p.stream_id, p.bucket, sum(f.n), sum(f.total), min(f.low), max(f.high),
+       max(f.last_ts), (array_agg(f.last_value ORDER BY f.last_ts DESC))[1]
+FROM rollup_touched_days p
+JOIN {source} f ON f.stream_id = p.stream_id AND f.bucket >= p.bucket
+               AND f.bucket < ((p.bucket AT TIME ZONE %(zone)s) + interval '1 day')
+                              AT TIME ZONE %(zone)s
+GROUP BY p.stream_id, p.bucket
+"""
+    + _UPSERT
 )
 
 
@@ -129,14 +155,13 @@ async def refresh(
         if taken <= 0:
             return Refreshed(0, skipped=False)
         await cur.execute(_MINUTES)
-        for (source, _), (target, width) in pairwise(LEVELS):
-            statement = _COARSER.format(
-                source=sql.Identifier(source),
-                target=sql.Identifier(target),
-                unit=sql.Literal(width.split()[1]),
-                width=sql.Literal(width),
-            )
-            await cur.execute(statement)
+        await cur.execute("SELECT time_zone FROM city_settings")
+        zone_row = await cur.fetchone()
+        zone = str(zone_row[0]) if zone_row else "UTC"
+        await cur.execute(_NOTE_DAYS, {"zone": zone})
+        await cur.execute(_HOURS)
+        source = sql.Identifier(day_source(ZoneInfo(zone)))
+        await cur.execute(_DAYS.format(source=source), {"zone": zone})
         return Refreshed(taken, skipped=False)
 
 

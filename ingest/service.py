@@ -109,7 +109,10 @@ class IngestService:
         config = self.config
         if config.migrate:
             applied = await asyncio.to_thread(
-                migrate, config.database_url, timescaledb=config.timescaledb
+                migrate,
+                config.database_url,
+                timescaledb=config.timescaledb,
+                city_zone=config.city_timezone,
             )
             if applied:
                 log.info("schema migrated: %s", ", ".join(f"{v:03d}" for v in applied))

@@ -27,6 +27,7 @@ import psycopg
 from api import tokens
 from dashboard import accounts
 from edge.fleet import DEMO_DISTRICTS, plan_fleet
+from ingest.config import IngestConfig
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
 from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
@@ -124,7 +125,7 @@ def run(settings: DemoSettings) -> int:
     broker = None
     try:
         dsn = database.ensure_database("smartcity")
-        migrate(dsn, timescaledb="auto")
+        migrate(dsn, timescaledb="auto", city_zone=IngestConfig().city_timezone)
         specs = plan_fleet(settings.devices, seed=settings.seed)
         register_devices(
             dsn, [DeviceRecord(s.device, s.site, s.family, s.name, s.lat, s.lon) for s in specs]

@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 
 def parse_time(text: str) -> datetime:
@@ -115,13 +116,20 @@ def run_query(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"# from {result.level}; {args.aggregate} per {args.bucket} by {args.group_by}")
+    zone = ZoneInfo(result.zone)
+    print(
+        f"# from {result.level}; {args.aggregate} per {args.bucket} by {args.group_by};"
+        f" bucket starts in {result.zone} local time; 'partial' where the range cuts a bucket"
+    )
     for row in result.rows:
         value = "" if row.value is None else f"{row.value:.6g}"
-        print(f"{row.group}\t{row.bucket.isoformat()}\t{value}\t{row.count}")
+        at = row.bucket.astimezone(zone).isoformat()
+        flag = "\tpartial" if row.partial else ""
+        print(f"{row.group}\t{at}\t{value}\t{row.count}{flag}")
     for group, runs in result.gaps.items():
         for first, last in runs:
-            print(f"# gap {group}: {first.isoformat()} .. {last.isoformat()}", file=sys.stderr)
+            span = f"{first.astimezone(zone).isoformat()} .. {last.astimezone(zone).isoformat()}"
+            print(f"# gap {group}: {span}", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,8 @@ from typing import Literal
 
 import psycopg
 
+from ingest.schema.zone import set_city_zone
+
 log = logging.getLogger(__name__)
 
 TimescaleMode = Literal["auto", "require", "off"]
@@ -85,12 +87,16 @@ def _enable_timescaledb(conn: psycopg.Connection[tuple[object, ...]], mode: Time
     return False
 
 
-def migrate(conninfo: str, *, timescaledb: TimescaleMode = "auto") -> list[int]:
+def migrate(
+    conninfo: str, *, timescaledb: TimescaleMode = "auto", city_zone: str | None = None
+) -> list[int]:
     """Bring the schema up to date.
 
     Args:
         conninfo: libpq connection string of a role allowed to run DDL.
         timescaledb: ``auto`` uses it when the server has it, ``require`` fails without it.
+        city_zone: The city's IANA time zone; when it differs from the recorded one, the day
+            rollups are moved to its local days (``ingest/schema/zone.py``).
 
     Returns:
         The versions applied by this call (empty when already up to date).
@@ -126,6 +132,8 @@ def migrate(conninfo: str, *, timescaledb: TimescaleMode = "auto") -> list[int]:
                     )
                 log.info("applied migration %03d_%s", migration.version, migration.name)
                 done.append(migration.version)
+            if city_zone is not None:
+                set_city_zone(conn, city_zone)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done

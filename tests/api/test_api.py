@@ -336,3 +336,18 @@ def test_a_client_leaving_mid_export_frees_the_database(city: City) -> None:
         assert time.monotonic() < deadline, "an export kept reading after its client left"
         time.sleep(0.2)
     assert get(city, "/v1/devices").status_code == 200
+
+
+def test_the_documented_limit_is_the_enforced_one(city: City) -> None:
+    # 100,800 one-minute buckets of one stream: under the guide's 1,000,000 bucket-groups.
+    start = T0 - timedelta(days=68)
+    many = get(city, "/v1/timeseries", start=start.isoformat(), end=END, bucket="1m",
+               group_by="stream", stream=1, aggregate="count")  # fmt: skip
+    assert many.status_code == 200, many.text[:300]
+    (series,) = many.json()["series"]
+    assert sum(p["count"] for p in series["points"]) == MINUTES
+    assert series["gaps"][0]["first"].startswith(start.strftime("%Y-%m-%dT%H:%M"))
+    too_many = get(city, "/v1/timeseries", start=(T0 - timedelta(days=700)).isoformat(),
+                   end=END, bucket="1m", group_by="stream", stream=1)  # fmt: skip
+    assert too_many.status_code == 400
+    assert "1,000,000" in too_many.text

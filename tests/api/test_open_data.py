@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from pysmartdatamodels import pysmartdatamodels as sdm
 
@@ -243,3 +244,33 @@ def test_unknown_entities_are_404(city: City) -> None:
                  "/Sensors('aq-0001:nothing')", "/ObservedProperties('colour')",
                  "/Observations('1-0')", "/Locations('aq-0009')"):  # fmt: skip
         assert get(city, STA + path).status_code == 404, path
+
+
+def test_traffic_intensity_is_the_number_of_vehicles_in_the_period_observed(city: City) -> None:
+    start = T0 + timedelta(minutes=10)  # cuts the first hour: its period starts at 00:10
+    traffic = get(city, "/v1/ngsi-ld/temporal", type="TrafficFlowObserved",
+                  start=start.isoformat(), end=(T0 + timedelta(hours=3)).isoformat(),
+                  bucket="1h").json()  # fmt: skip
+    with psycopg.connect(city.admin_dsn) as conn:
+        sums = conn.execute(
+            "SELECT date_trunc('hour', r.ts), sum(r.value) FROM readings r"
+            " JOIN streams s USING (stream_id) WHERE s.metric = 'vehicle_count'"
+            " AND r.ts >= %s AND r.ts < %s GROUP BY 1 ORDER BY 1",
+            (start, T0 + timedelta(hours=3)),
+        ).fetchall()
+    assert [e["intensity"] for e in traffic] == pytest.approx([float(s) for _, s in sums])
+    assert traffic[0]["intensity"] > 1_000  # a sum of many samples, not their mean (~40)
+    periods = [(e["dateObservedFrom"], e["dateObservedTo"]) for e in traffic]
+    assert periods == [
+        ("2026-11-01T00:10:00.000Z", "2026-11-01T01:00:00.000Z"),
+        ("2026-11-01T01:00:00.000Z", "2026-11-01T02:00:00.000Z"),
+        ("2026-11-01T02:00:00.000Z", "2026-11-01T03:00:00.000Z"),
+    ]
+
+
+def test_top_0_gives_the_count_and_no_link_to_itself(city: City) -> None:
+    for collection in ("Things", "Datastreams", "Observations"):
+        body = follow(city, city.url + STA + f"/{collection}?$top=0&$count=true")
+        assert body["value"] == []
+        assert body["@iot.count"] > 0
+        assert "@iot.nextLink" not in body

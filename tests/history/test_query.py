@@ -5,10 +5,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
+import psycopg
 import pytest
 
+from history.buckets import BucketRule
 from history.decimate import lttb
 from history.query import QueryError, aggregate, pick_level
 from ingest import rollups
@@ -151,11 +154,22 @@ async def test_bad_requests_are_refused_clearly(
             await aggregate(conn, **request)  # type: ignore[arg-type]
 
 
-def test_the_resolution_follows_the_bucket() -> None:
-    assert pick_level(timedelta(days=7)).table == "rollup_1d"
-    assert pick_level(timedelta(hours=6)).table == "rollup_1h"
-    assert pick_level(timedelta(minutes=90)).table == "rollup_1m"
-    assert pick_level(timedelta(seconds=90)).table == "readings"  # not whole minutes
+def _level(bucket: timedelta, zone: str = "UTC", days_in: str = "UTC") -> str:
+    rule = BucketRule(bucket, ZoneInfo(zone))
+    level = pick_level(rule, START, START + timedelta(days=30), days_in)
+    return level.table if level else "readings"
+
+
+def test_the_resolution_follows_the_bucket_and_the_zone() -> None:
+    assert _level(timedelta(days=7)) == "rollup_1d"
+    assert _level(timedelta(hours=6)) == "rollup_1h"
+    assert _level(timedelta(minutes=90)) == "rollup_1m"
+    assert _level(timedelta(seconds=90)) == "readings"  # not whole minutes
+    # Days kept in another zone than asked for are summed from hours instead...
+    assert _level(timedelta(days=1), "Europe/Paris", days_in="UTC") == "rollup_1h"
+    # ...and in a zone half an hour off UTC, hours do not fit its days either.
+    assert _level(timedelta(days=1), "Asia/Kolkata", days_in="UTC") == "rollup_1m"
+    assert _level(timedelta(days=1), "Asia/Kolkata", days_in="Asia/Kolkata") == "rollup_1d"
 
 
 def test_decimation_keeps_the_ends_and_the_spikes() -> None:
@@ -215,3 +229,104 @@ async def test_every_aggregate_by_district_matches_the_raw_data(
             t0 += bucket
         got = [r.value for r in answer.rows if r.group == site]
         assert got == pytest.approx(expected)
+
+
+def _raw_count(dsn: str, start: datetime, end: datetime, stream: int) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM readings WHERE stream_id = %s AND ts >= %s AND ts < %s",
+            (stream, start, end),
+        ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+@pytest.mark.parametrize("minutes", [0, 10, 50])
+async def test_an_hour_keeps_its_clock_label_whatever_minute_the_range_starts_at(
+    planted: tuple[Pool, dict[str, int], Database], minutes: int
+) -> None:
+    pool, ids, _ = planted
+    start = START - timedelta(hours=2) + timedelta(minutes=minutes)  # 04:00, 04:10, 04:50
+    async with pool.connection() as conn:
+        hourly = await aggregate(
+            conn, start=start, end=START + timedelta(hours=2), bucket=timedelta(hours=1),
+            aggregate="count", stream_ids=[ids["a"]],
+        )  # fmt: skip
+        minutely = await aggregate(
+            conn, start=START, end=START + timedelta(hours=1), bucket=timedelta(minutes=1),
+            aggregate="count", stream_ids=[ids["a"]],
+        )  # fmt: skip
+    assert [(r.bucket, r.count) for r in hourly.rows] == [
+        (START, sum(r.count for r in minutely.rows)),  # 06:00, the sum of its minutes
+        (START + timedelta(hours=1), 180),
+    ]
+    first = START - timedelta(hours=2)
+    assert hourly.gaps[str(ids["a"])] == [(first, first + timedelta(hours=1))]  # before the data
+    assert [r.partial for r in hourly.rows] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (START + timedelta(minutes=43), START + timedelta(minutes=46, seconds=30)),  # end inside
+        (START + timedelta(minutes=43, seconds=30), START + timedelta(minutes=47)),  # start inside
+    ],
+)
+async def test_a_range_cutting_a_minute_counts_exactly_the_readings_inside_it(
+    planted: tuple[Pool, dict[str, int], Database], start: datetime, end: datetime
+) -> None:
+    pool, ids, database = planted
+    async with pool.connection() as conn:
+        answer = await aggregate(
+            conn, start=start, end=end, bucket=timedelta(minutes=1), aggregate="count",
+            group_by="site",
+        )  # fmt: skip
+    north = [r for r in answer.rows if r.group == "north"]
+    assert sum(r.count for r in north) == _raw_count(database.dsn, start, end, ids["a"])
+    assert [r.bucket.minute for r in north] == [43, 44, 45, 46]  # labels stay on the minute
+    assert [r.partial for r in north] == [
+        start.second > 0,
+        False,
+        False,
+        end.second > 0 and end.minute == 46,
+    ]
+
+
+async def test_the_newest_minutes_not_rolled_up_yet_are_data_not_gaps(
+    planted: tuple[Pool, dict[str, int], Database],
+) -> None:
+    pool, ids, database = planted
+    now = datetime.now(UTC).replace(microsecond=0)
+    columns = Columns()
+    for k in range(12):  # the last four minutes, every 20 s: the newest are not settled
+        columns.append(ids["a"], to_us(now - timedelta(seconds=20 * k)), 1.0)
+    await PostgresStore(pool).write(WriteBatch(readings=columns))
+    async with pool.connection() as conn:
+        await rollups.refresh_all(conn, settle_s=30)  # rolls up only minutes over for 30 s
+        answer = await aggregate(
+            conn, start=now - timedelta(minutes=10), end=now + timedelta(minutes=1),
+            bucket=timedelta(hours=1), aggregate="count", stream_ids=[ids["a"]],
+        )  # fmt: skip
+    start = now - timedelta(minutes=10)
+    assert sum(r.count for r in answer.rows) == 12
+    assert sum(r.count for r in answer.rows) == _raw_count(
+        database.dsn, start, now + timedelta(minutes=1), ids["a"]
+    )
+
+
+async def test_a_stream_without_data_gets_a_series_that_is_one_gap(
+    planted: tuple[Pool, dict[str, int], Database],
+) -> None:
+    pool, ids, database = planted
+    register(database.dsn, [("aq-0003", "east")])
+    quiet = (await PostgresStore(pool).streams({("aq-0003", "aq", "pm2_5"): "ug/m3"}))[
+        ("aq-0003", "aq", "pm2_5")
+    ]
+    async with pool.connection() as conn:
+        answer = await aggregate(
+            conn, start=START, end=START + timedelta(hours=3), bucket=timedelta(hours=1),
+            stream_ids=[ids["a"], quiet],
+        )  # fmt: skip
+    assert answer.groups == sorted([str(ids["a"]), str(quiet)])
+    assert answer.gaps[str(quiet)] == [(START, START + timedelta(hours=2))]
+    assert answer.gaps[str(ids["a"])] == []

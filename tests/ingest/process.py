@@ -70,12 +70,16 @@ class IngestProcess:
             time.sleep(0.1)
         return False
 
-    def metric(self, name: str) -> float:
-        """The value of one unlabelled metric from /metrics."""
-        _, body = self.get("/metrics")
-        for line in body.splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
+    def metric(self, name: str, attempts: int = 5) -> float:
+        """The value of one unlabelled metric from /metrics (asked again, bounded, when a
+        worker under full load does not answer within the request's timeout)."""
+        for _ in range(attempts):
+            status, body = self.get("/metrics")
+            for line in body.splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+            if status == 200:
+                break
         raise AssertionError(f"metric {name} not found")
 
     def alive(self) -> bool:

@@ -11,6 +11,7 @@ import psycopg
 from edge.topics import telemetry_topic
 from ingest import rollups
 from ingest.columns import Columns
+from ingest.schema.zone import city_zone, set_city_zone
 from ingest.service import Pool
 from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
@@ -22,7 +23,7 @@ START = datetime(2026, 11, 22, 22, 50, tzinfo=UTC)  # batches straddle an hour a
 
 # The reference: every level computed from scratch, straight from the raw readings.
 FROM_SCRATCH = """
-SELECT stream_id, date_trunc(%(unit)s, ts, 'UTC') AS bucket, count(*), sum(value), min(value),
+SELECT stream_id, date_trunc(%(unit)s, ts, %(zone)s) AS bucket, count(*), sum(value), min(value),
        max(value), max(ts), (array_agg(value ORDER BY ts DESC))[1]
 FROM readings GROUP BY 1, 2 ORDER BY 1, 2
 """
@@ -39,8 +40,10 @@ def _rounded(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
 
 def assert_rollups_match(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
+        zone = city_zone(conn)  # days are the city's local days; minutes and hours UTC
         for table, unit in (("rollup_1m", "minute"), ("rollup_1h", "hour"), ("rollup_1d", "day")):
-            expected = conn.execute(FROM_SCRATCH, {"unit": unit}).fetchall()
+            where = zone if unit == "day" else "UTC"
+            expected = conn.execute(FROM_SCRATCH, {"unit": unit, "zone": where}).fetchall()
             stored = conn.execute(STORED.format(table=table)).fetchall()
             assert _rounded(stored) == _rounded(expected), table
 
@@ -145,3 +148,42 @@ async def test_the_minute_still_filling_waits_until_it_has_settled(
         assert (await rollups.refresh(conn, settle_s=30)).minutes == 0
     with psycopg.connect(database.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM rollup_dirty").fetchone() == (1,)
+
+
+async def _write_every(pool: Pool, stream: int, start: datetime, hours: int, step_s: int) -> None:
+    columns = Columns()
+    for k in range(hours * 3600 // step_s):
+        columns.append(stream, to_us(start + timedelta(seconds=step_s * k)), float(k % 17))
+    await PostgresStore(pool).write(WriteBatch(readings=columns))
+
+
+async def test_days_are_the_citys_local_days_across_daylight_saving(
+    pool: Pool, database: Database
+) -> None:
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        set_city_zone(conn, "Europe/London")
+    ids = await PostgresStore(pool).streams({("aq-0001", "aq", "pm2_5"): "ug/m3"})
+    stream = ids[("aq-0001", "aq", "pm2_5")]
+    for first in (datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 10, 24, 12, tzinfo=UTC)):
+        await _write_every(pool, stream, first, 48, 600)
+    async with pool.connection() as conn:
+        await rollups.refresh_all(conn, settle_s=0, limit=10_000)
+    assert_rollups_match(database.dsn)
+    with psycopg.connect(database.dsn) as conn:
+        days = dict(conn.execute("SELECT bucket, n FROM rollup_1d ORDER BY 1").fetchall())
+    assert days[datetime(2026, 3, 29, tzinfo=UTC)] == 23 * 6  # 29 March: 23 hours
+    assert days[datetime(2026, 10, 24, 23, tzinfo=UTC)] == 25 * 6  # 25 October: 25 hours
+
+
+async def test_a_new_zone_moves_the_day_rollups(pool: Pool, database: Database) -> None:
+    ids = await PostgresStore(pool).streams({("aq-0001", "aq", "pm2_5"): "ug/m3"})
+    await _write_every(pool, ids[("aq-0001", "aq", "pm2_5")], START, 50, 300)
+    async with pool.connection() as conn:
+        await rollups.refresh_all(conn, settle_s=0, limit=10_000)
+    assert_rollups_match(database.dsn)  # UTC days, as recorded by the migration
+    for zone in ("Asia/Kolkata", "America/New_York", "UTC"):  # half-hour offset, then hours
+        with psycopg.connect(database.dsn, autocommit=True) as conn:
+            assert set_city_zone(conn, zone)
+            assert not set_city_zone(conn, zone)  # already so: nothing recomputed
+            assert city_zone(conn) == zone
+        assert_rollups_match(database.dsn)

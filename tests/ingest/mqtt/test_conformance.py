@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ingest.mqtt import Message, MqttClient, MqttError, MqttProtocolError
+from processing.publish import AlertPublisher, BrokerAccount
 from tests.ingest.mqtt.cases import CASES, Case, cases_for
 from tests.ingest.mqtt.scripted import (
     CONNECT,
@@ -382,3 +383,20 @@ def test_failures_are_logged_once_with_the_reason(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="ingest.mqtt.client"):
         asyncio.run(run())
     assert any("wildcard" in r.getMessage() and "0x81" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_alert_publisher_leaves_no_session_behind() -> None:
+    # Its outbox is its session: on 3.1.1 a persistent session would linger on the broker for
+    # ever, and after a reconnect republishing under new ids is right only without one.
+    async with ScriptedBroker() as broker:
+        publisher = AlertPublisher(
+            BrokerAccount(broker.host, broker.port, "i-alerts", protocol=4), "a"
+        )
+        connecting = asyncio.create_task(publisher._connected())
+        session = await broker.session()
+        got = await session.expect(CONNECT)
+        flags = got.body[7]  # after the protocol name and level
+        assert flags & 0x02, "Clean Session is set"
+        session.send(connack(4))
+        await connecting
+        await publisher.close()
