@@ -12,6 +12,7 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dash
 import plotly.graph_objects as go
@@ -129,10 +130,11 @@ def _answer(
                 ([int(g) for g in {r.group for r in answer.rows} | set(answer.gaps)],),
             )
             names = {str(a): str(b) for a, b in await cursor.fetchall()}
-            return Answer(
-                [replace(r, group=names.get(r.group, r.group)) for r in answer.rows],
-                {names.get(g, g): runs for g, runs in answer.gaps.items()},
-                answer.level,
+            return replace(
+                answer,
+                rows=[replace(r, group=names.get(r.group, r.group)) for r in answer.rows],
+                gaps={names.get(g, g): runs for g, runs in answer.gaps.items()},
+                groups=[names.get(g, g) for g in answer.groups],
             )
 
     return asyncio.run(run())
@@ -160,11 +162,16 @@ def register(app: Dash) -> None:
         except QueryError as exc:
             return go.Figure(), html.P(str(exc))
         figure = go.Figure()
+        zone = ZoneInfo(answer.zone)
+
+        def local(moment: datetime) -> datetime:  # the city's wall clock, as people read it
+            return moment.astimezone(zone).replace(tzinfo=None)
+
         series: dict[str, tuple[list[datetime], list[float]]] = {}
         for row in answer.rows:
             if row.value is not None:
                 xs, ys = series.setdefault(row.group, ([], []))
-                xs.append(row.bucket)
+                xs.append(local(row.bucket))
                 ys.append(row.value)
         import numpy as np  # noqa: PLC0415
 
@@ -174,11 +181,12 @@ def register(app: Dash) -> None:
                                           mode="lines", name=group_name))  # fmt: skip
         spec = METRICS.get(metric)
         figure.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40},
+                             xaxis_title=f"local time ({answer.zone})",
                              yaxis_title=spec.display_unit if spec else "",
                              legend={"orientation": "h"})  # fmt: skip
-        gaps = [f"{group}: {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}"
+        gaps = [f"{group}: {local(first):%Y-%m-%d %H:%M} to {local(last):%Y-%m-%d %H:%M}"
                 for group, runs in answer.gaps.items() for first, last in runs]  # fmt: skip
-        text = f"{len(series)} series from {answer.level}. " + (
+        text = f"{len(series)} series from {answer.level}; times in {answer.zone}. " + (
             f"{len(gaps)} gaps (no data): " + "; ".join(gaps[:20]) if gaps else "No gaps."
         )
         return figure, html.P(text)
@@ -207,9 +215,11 @@ def register(app: Dash) -> None:
         answer = _answer(metric, sites, devices, span, bucket, group)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["group", "bucket", metric, "readings"])
-        for row in answer.rows:
-            writer.writerow([row.group, row.bucket.isoformat(), row.value, row.count])
+        writer.writerow(["group", "bucket", metric, "readings", "partial"])
+        zone = ZoneInfo(answer.zone)
+        for row in answer.rows:  # local time with its offset: unambiguous across DST changes
+            at = row.bucket.astimezone(zone).isoformat()
+            writer.writerow([row.group, at, row.value, row.count, row.partial])
         security.audit_action("export", source="dashboard", metric=metric, sites=sites,
                               devices=_device_ids(devices), range=span,
                               bucket=bucket, group_by=group, rows=len(answer.rows))  # fmt: skip

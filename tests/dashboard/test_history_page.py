@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from ingest.schema.zone import set_city_zone
 from tests.api.city import plant
 from tests.conftest import Database
 from tests.dashboard.serving import serving
@@ -41,18 +42,28 @@ def _call(client: httpx.Client, output: str, values: dict[str, Any]) -> dict[str
 def test_chosen_devices_by_name_with_their_gap_and_an_audited_export(
     timescale_database: Database,
 ) -> None:
-    plant(timescale_database.dsn)  # 2026-11-01 and 02; aq-0002 silent 10:00-12:00 on the 1st
+    plant(timescale_database.dsn)  # 2026-11-01 and 02; aq-0002 silent 10:00-12:00 UTC on the 1st
+    with psycopg.connect(timescale_database.dsn, autocommit=True) as conn:
+        set_city_zone(conn, "Europe/Paris")  # an hour ahead of UTC in November
     with serving(timescale_database.dsn) as dashboard:
         planner = dashboard.client("planner")
         answer = _call(planner, "..history-chart.figure", CHOICES)
         names = [trace["name"] for trace in answer["history-chart"]["figure"]["data"]]
         assert names == ["aq-0001 aq", "aq-0002 aq"]
         gaps = str(answer["history-gaps"]["children"])
-        # Hourly buckets start at the range's start minute: the silent hours fall in two or three.
-        assert re.search(r"aq-0002 aq: 2026-11-01 (09|10):\d\d to 2026-11-01 (10|11):\d\d", gaps)
+        # Hourly buckets on the city's clock: the two silent hours, in Paris time.
+        assert "aq-0002 aq: 2026-11-01 11:00 to 2026-11-01 12:00" in gaps
+        assert "times in Europe/Paris" in gaps
+        figure = answer["history-chart"]["figure"]
+        assert figure["layout"]["xaxis"]["title"]["text"] == "local time (Europe/Paris)"
+        points = [x for trace in figure["data"] for x in trace["x"]]
+        assert points
+        assert all(re.fullmatch(r"2026-1[12]-\d\dT\d\d:00:00", x) for x in points)  # on the hour
         exported = _call(planner, "history-download.data", {**CHOICES, "history-export": 1})
         lines = exported["history-download"]["data"]["content"].splitlines()
-        assert lines[0] == "group,bucket,pm2_5,readings"
+        assert lines[0] == "group,bucket,pm2_5,readings,partial"
+        assert not any(line.startswith("aq-0002 aq,2026-11-01T11:00:00+01:00") for line in lines)
+        assert any(line.startswith("aq-0001 aq,2026-11-01T11:00:00+01:00,") for line in lines)
         assert {line.split(",")[0] for line in lines[1:]} == {"aq-0001 aq", "aq-0002 aq"}
     assert ("planner", "export") in audit(timescale_database.dsn)
     with psycopg.connect(timescale_database.dsn) as conn:

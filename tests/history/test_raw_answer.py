@@ -133,7 +133,8 @@ def reference(case: dict[str, object], ids: list[int], zone: str) -> tuple[list[
     start, end = case["start"], case["end"]
     group_by, how, sites = case["group_by"], case["aggregate"], case["sites"]
     stored: dict[tuple[int, datetime], float] = {}
-    for batch in [case["settled"], *case["late"], case["again"]]:  # type: ignore[list-item]
+    batches: list[list[Reading]] = [case["settled"], *case["late"], case["again"]]  # type: ignore[list-item,misc]
+    for batch in batches:
         for r in batch:
             stored.setdefault((r.stream, r.ts), r.value)  # the key keeps the first
     cells: dict[tuple[str, datetime], list[tuple[datetime, float]]] = {}
@@ -191,7 +192,8 @@ async def test_the_answer_is_the_raw_readings_answer(
     await _write(store, planted.ids, case["settled"])  # type: ignore[arg-type]
     async with planted.pool.connection() as conn:
         await rollups.refresh_all(conn, settle_s=0)
-    for batch in [*case["late"], case["again"]]:  # type: ignore[list-item]
+    later: list[list[Reading]] = [*case["late"], case["again"]]  # type: ignore[list-item,misc]
+    for batch in later:
         if batch:
             await _write(store, planted.ids, batch)
     async with planted.pool.connection() as conn:

@@ -170,7 +170,9 @@ async def test_days_are_the_citys_local_days_across_daylight_saving(
         await rollups.refresh_all(conn, settle_s=0, limit=10_000)
     assert_rollups_match(database.dsn)
     with psycopg.connect(database.dsn) as conn:
-        days = dict(conn.execute("SELECT bucket, n FROM rollup_1d ORDER BY 1").fetchall())
+        days: dict[object, object] = dict(
+            conn.execute("SELECT bucket, n FROM rollup_1d ORDER BY 1").fetchall()
+        )
     assert days[datetime(2026, 3, 29, tzinfo=UTC)] == 23 * 6  # 29 March: 23 hours
     assert days[datetime(2026, 10, 24, 23, tzinfo=UTC)] == 25 * 6  # 25 October: 25 hours
 
