@@ -3,7 +3,8 @@
 - A bucket shorter than a day divides the day (``1m``, ``15m``, ``1h``, ``6h``...) and buckets
   restart at every local midnight of the city's time zone: minute and hour buckets sit on the
   clock. On a daylight-saving day the day has 23 or 25 hours, so it has one hourly bucket less
-  or more, and the last bucket of a ``6h`` day is shorter or longer by that hour.
+  or more; longer buckets keep their real length from midnight (``6h``: 00:00, 07:00, 13:00,
+  19:00 on the spring day) and the day's last one is shorter or longer by that hour.
 - A bucket of whole days (``1d``, ``7d``...) starts at local midnight; ``7d`` buckets are weeks
   starting on Monday (multi-day buckets count days from Monday 1970-01-05). A day is the local
   calendar day, 23 or 25 hours long across a daylight-saving change.
@@ -95,10 +96,20 @@ class BucketRule:
 
     def slots(self, start: datetime, end: datetime) -> list[datetime]:
         """The starts of every bucket overlapping [start, end), in order."""
-        found, slot = [], self.floor(start)
-        while slot < end:
-            found.append(slot)
-            slot = self.after(slot)
+        found: list[datetime] = []
+        slot = self.floor(start)
+        if self.calendar:
+            while slot < end:
+                found.append(slot)
+                slot = self.after(slot)
+            return found
+        day = self._local_day(slot)
+        while slot < end:  # a day at a time: the zone is consulted once per local day
+            tomorrow = local_midnight(day + DAY, self.zone)
+            while slot < tomorrow and slot < end:
+                found.append(slot)
+                slot += self.width
+            slot, day = tomorrow, day + DAY
         return found
 
     def count(self, start: datetime, end: datetime) -> float:
