@@ -249,19 +249,21 @@ async def _aggregate(
             f" {MAX_CELLS:,}: choose a larger bucket, fewer groups, or export the data"
         )
     level = pick_level(rule, start, end, city.key)
-    windows, stale = [(start, end)], []
+    windows = [(start, end)]
     if level is not None:
         whole_from, whole_to = level.ceil(start, rule.zone), level.floor(end, rule.zone)
         if whole_from < whole_to:
             stale = await _stale(conn, level, rule.zone, whole_from, whole_to)
             windows = [(start, whole_from), (whole_to, end)]
             windows += [(s, level.after(s, rule.zone)) for s in stale]
-            params.update(whole_from=whole_from, whole_to=whole_to, stale=stale)
+            params.update(whole_from=whole_from, whole_to=whole_to)
         else:
             level = None
-    params["lo"] = [a for a, b in windows if a < b]
-    params["hi"] = [b for a, b in windows if a < b]
-    cursor = await conn.execute(_query(rule, level, group_by, ask.aggregate), params)
+    windows = merge_windows(windows)
+    for index, (low, high) in enumerate(windows):
+        params[f"lo{index}"], params[f"hi{index}"] = low, high
+    query = _query(rule, level, group_by, ask.aggregate, len(windows))
+    cursor = await conn.execute(query, params)
     partial = {rule.floor(start)} - {start} | ({rule.floor(end)} - {end})
     rows = []
     for group, slot, value, count in await cursor.fetchall():
@@ -300,6 +302,60 @@ async def _stale(
     return sorted(floors)
 
 
+MAX_WINDOWS: Final = 32  # raw time ranges in one query; more are joined over their gaps
+
+
+def _same(rule: BucketRule, level: Level) -> bool:
+    """Whether each of the level's buckets is one answer bucket (then it is its own label)."""
+    return rule.width == level.step
+
+
+def merge_windows(
+    windows: Sequence[tuple[datetime, datetime]], most: int = MAX_WINDOWS
+) -> list[tuple[datetime, datetime]]:
+    """Non-empty time ranges, touching ones joined, at most ``most`` (over the shortest gaps).
+
+    Joining two ranges reads the rollup buckets between them from the raw readings instead,
+    which gives the same answer; it keeps the query small after scattered late data.
+
+    >>> at = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> h = [(at + timedelta(hours=i), at + timedelta(hours=i + 1)) for i in (0, 1, 4, 9)]
+    >>> [(a.hour, b.hour) for a, b in merge_windows(h, most=2)]
+    [(0, 5), (9, 10)]
+    """
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(w for w in windows if w[0] < w[1]):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    while len(merged) > most:
+        gaps = sorted(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][1])
+        keep = set(gaps[len(merged) - most :])  # the widest gaps stay gaps
+        joined: list[tuple[datetime, datetime]] = [merged[0]]
+        for i in range(1, len(merged)):
+            if i - 1 in keep:
+                joined.append(merged[i])
+            else:
+                joined[-1] = (joined[-1][0], merged[i][1])
+        merged = joined
+    return merged
+
+
+def _within(column: str, count: int) -> sql.Composable:
+    """``column`` inside any of the ``count`` windows ``%(loN)s``..``%(hiN)s``."""
+    if count == 0:
+        return sql.SQL("false")
+    return sql.SQL("({})").format(
+        sql.SQL(" OR ").join(
+            sql.SQL("({c} >= {lo} AND {c} < {hi})").format(
+                c=sql.SQL(column), lo=sql.Placeholder(f"lo{i}"), hi=sql.Placeholder(f"hi{i}")
+            )
+            for i in range(count)
+        )
+    )
+
+
 def _part_columns(last: bool, table: str, kind: Literal["rollup", "raw"]) -> str:
     """A part's partial aggregates; the last value only when the answer needs it."""
     if kind == "rollup":
@@ -323,7 +379,7 @@ def _part_columns(last: bool, table: str, kind: Literal["rollup", "raw"]) -> str
 
 
 def _query(
-    rule: BucketRule, level: Level | None, group_by: GroupBy, aggregate: Aggregate
+    rule: BucketRule, level: Level | None, group_by: GroupBy, aggregate: Aggregate, windows: int
 ) -> sql.Composed:
     """Partial aggregates per group and bucket from the rollup and the raw windows, combined.
 
@@ -339,28 +395,32 @@ def _query(
                 "SELECT {group} AS grp, {slot} AS slot, {columns}"
                 " FROM {table} f JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
                 " WHERE f.bucket >= %(whole_from)s AND f.bucket < %(whole_to)s"
-                " AND NOT (f.bucket = ANY(%(stale)s::timestamptz[])) AND {filters}"
+                " AND NOT {raw} AND {filters}"
                 " GROUP BY 1, 2"
             ).format(
                 group=group,
-                slot=rule.sql(sql.SQL("f.bucket")),
+                slot=sql.SQL("f.bucket") if _same(rule, level) else rule.sql(sql.SQL("f.bucket")),
+                raw=_within("f.bucket", windows),
                 columns=sql.SQL(columns),
                 table=sql.Identifier(level.table),
                 filters=_FILTERS,
             )
         )
-    columns = _part_columns(last, "r", "raw")
-    parts.append(
-        sql.SQL(
-            "SELECT {group} AS grp, {slot} AS slot, {columns}"
-            " FROM unnest(%(lo)s::timestamptz[], %(hi)s::timestamptz[]) w(lo, hi)"
-            " JOIN readings r ON r.ts >= w.lo AND r.ts < w.hi"
-            " JOIN streams s ON s.stream_id = r.stream_id JOIN devices d USING (device_id)"
-            " WHERE {filters} GROUP BY 1, 2"
-        ).format(
-            group=group, slot=rule.sql(sql.SQL("r.ts")), columns=sql.SQL(columns), filters=_FILTERS
+    if windows:
+        columns = _part_columns(last, "r", "raw")
+        parts.append(
+            sql.SQL(
+                "SELECT {group} AS grp, {slot} AS slot, {columns}"
+                " FROM readings r JOIN streams s USING (stream_id) JOIN devices d USING (device_id)"
+                " WHERE {raw} AND {filters} GROUP BY 1, 2"
+            ).format(
+                group=group,
+                slot=rule.sql(sql.SQL("r.ts")),
+                columns=sql.SQL(columns),
+                raw=_within("r.ts", windows),
+                filters=_FILTERS,
+            )
         )
-    )
     return sql.SQL(
         "SELECT grp, slot, {final}, sum(n)::bigint FROM ({parts}) p"
         " GROUP BY grp, slot ORDER BY grp, slot"
