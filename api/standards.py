@@ -168,6 +168,14 @@ async def temporal(
     assert rule is not None
     places = {row["device_id"]: _place(row) for row in streams}
     return [
-        fiware.observed(places[device_id], values, max(at, start), until=min(rule.after(at), end))
+        fiware.observed(places[device_id], values, max(at, start), until=_until(rule, at, end))
         for (device_id, at), values in sorted(snapshots.items())
     ]
+
+
+def _until(rule: BucketRule, at: datetime, end: datetime) -> datetime:
+    """The end of the period a bucket observed: its own end, cut to the range."""
+    try:
+        return min(rule.after(at), end)
+    except OverflowError:  # the bucket runs past year 9999; the range does not
+        return end

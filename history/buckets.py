@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from psycopg import sql
 
 DAY: Final = timedelta(days=1)
+MAX_DAYS: Final = 36_600  # a century: longer buckets leave the calendar's range
 _MONDAY: Final = date(1970, 1, 5)
 
 
@@ -64,6 +65,8 @@ class BucketRule:
             )
         if self.width >= DAY and self.width % DAY:
             raise BucketError("a bucket of a day or more is a whole number of days (1d, 7d...)")
+        if self.width > MAX_DAYS * DAY:
+            raise BucketError(f"a bucket is at most {MAX_DAYS:,} days")
 
     @property
     def calendar(self) -> bool:

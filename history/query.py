@@ -214,11 +214,14 @@ async def aggregate(
         "metrics": list(metrics) if metrics is not None else None,
     }
     ask = _Ask(start.astimezone(UTC), end.astimezone(UTC), bucket, aggregate, group_by, zone)
-    if conn.info.transaction_status == TransactionStatus.IDLE:
-        async with conn.transaction():  # one snapshot for the rollups, the raw rows and dirt
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            return await _aggregate(conn, ask, filters)
-    return await _aggregate(conn, ask, filters)
+    try:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            async with conn.transaction():  # one snapshot for the rollups, raw rows and dirt
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return await _aggregate(conn, ask, filters)
+        return await _aggregate(conn, ask, filters)
+    except OverflowError as exc:  # a bucket or range reaching past year 1 or 9999
+        raise QueryError("the range and bucket reach outside the calendar (years 1-9999)") from exc
 
 
 @dataclass(frozen=True, slots=True)

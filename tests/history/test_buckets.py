@@ -67,3 +67,8 @@ def test_hours_sit_on_the_local_clock_in_a_half_hour_zone() -> None:
 def test_a_bucket_that_does_not_fit_the_day_is_refused(width: timedelta) -> None:
     with pytest.raises(BucketError):
         BucketRule(width, LONDON)
+
+
+def test_a_bucket_past_a_century_is_refused() -> None:
+    with pytest.raises(BucketError, match="36,600 days"):
+        BucketRule(timedelta(days=802_909), LONDON)
