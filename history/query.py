@@ -359,26 +359,29 @@ def _within(column: str, count: int) -> sql.Composable:
     )
 
 
-def _part_columns(last: bool, table: str, kind: Literal["rollup", "raw"]) -> str:
-    """A part's partial aggregates; the last value only when the answer needs it."""
+_NEEDS: Final = {  # the partial aggregates each final one combines
+    "mean": ("n", "total"),
+    "min": ("n", "low"),
+    "max": ("n", "high"),
+    "count": ("n",),
+    "sum": ("n", "total"),
+    "last": ("n", "last_ts", "last_value"),
+}
+
+
+def _part_columns(aggregate: Aggregate, table: str, kind: Literal["rollup", "raw"]) -> str:
+    """A part's partial aggregates: only those the answer's aggregate needs."""
     if kind == "rollup":
-        n, total = f"sum({table}.n)", f"sum({table}.total)"
-        low, high = f"min({table}.low)", f"max({table}.high)"
         ts, value = f"{table}.last_ts", f"{table}.last_value"
+        exprs = {"n": f"sum({table}.n)", "total": f"sum({table}.total)",
+                 "low": f"min({table}.low)", "high": f"max({table}.high)"}  # fmt: skip
     else:
-        n, total, low, high = (
-            "count(*)",
-            f"sum({table}.value)",
-            f"min({table}.value)",
-            f"max({table}.value)",
-        )
         ts, value = f"{table}.ts", f"{table}.value"
-    columns = f"{n} AS n, {total} AS total, {low} AS low, {high} AS high"
-    if last:
-        columns += (
-            f", max({ts}) AS last_ts, (array_agg({value} ORDER BY {ts} DESC))[1] AS last_value"
-        )
-    return columns
+        exprs = {"n": "count(*)", "total": f"sum({value})", "low": f"min({value})",
+                 "high": f"max({value})"}  # fmt: skip
+    exprs["last_ts"] = f"max({ts})"
+    exprs["last_value"] = f"(array_agg({value} ORDER BY {ts} DESC))[1]"
+    return ", ".join(f"{exprs[name]} AS {name}" for name in _NEEDS[aggregate])
 
 
 def _query(
@@ -388,11 +391,10 @@ def _query(
 
     Every piece of SQL text comes from this module's constants, never from a request.
     """
-    last = aggregate == "last"
     group = sql.SQL(_GROUP_COLUMN[group_by])
     parts = []
     if level is not None:
-        columns = _part_columns(last, "f", "rollup")
+        columns = _part_columns(aggregate, "f", "rollup")
         parts.append(
             sql.SQL(
                 "SELECT {group} AS grp, {slot} AS slot, {columns}"
@@ -410,7 +412,7 @@ def _query(
             )
         )
     if windows:
-        columns = _part_columns(last, "r", "raw")
+        columns = _part_columns(aggregate, "r", "raw")
         parts.append(
             sql.SQL(
                 "SELECT {group} AS grp, {slot} AS slot, {columns}"
