@@ -139,14 +139,3 @@ class BucketRule:
     def params(self) -> dict[str, object]:
         """The parameters :meth:`sql` needs."""
         return {"zone": self.zone.key, "width": self.width, "days": max(self.days, 1)}
-
-
-def whole_hour_offsets(zone: ZoneInfo, start: datetime, end: datetime) -> bool:
-    """Whether ``zone`` is a whole number of hours from UTC at both ends of a range.
-
-    Then its local days and hours are made of whole UTC hours.
-    """
-    return all(
-        (moment.astimezone(zone).utcoffset() or timedelta(0)) % timedelta(hours=1) == timedelta(0)
-        for moment in (start, end)
-    )

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
-from history.buckets import DAY, BucketError, BucketRule, local_midnight, whole_hour_offsets
+from history.buckets import DAY, BucketError, BucketRule, local_midnight
+from ingest.schema.zone import whole_hours
 
 Aggregate = Literal["mean", "min", "max", "count", "sum", "last"]
 GroupBy = Literal["stream", "site", "family", "metric"]
@@ -103,7 +104,7 @@ def pick_level(rule: BucketRule, start: datetime, end: datetime, day_zone: str) 
             whole = rule.calendar or rule.width % level.step == timedelta(0)
             usable = rule.width >= level.step and whole
             if level.step == timedelta(hours=1):
-                usable = usable and whole_hour_offsets(rule.zone, start, end)
+                usable = usable and whole_hours(rule.zone, start, end)
         if usable:
             return level
     return None

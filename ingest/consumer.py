@@ -144,9 +144,8 @@ class Consumer:
                     await client.closed()  # raises the reason it ended
                 else:
                     log.warning("reconnecting to the broker on request")
-                await client.disconnect()
             except MqttError as exc:
-                await client.disconnect()
+                await client.disconnect()  # now, not after the backoff below
                 if stopping.is_set():
                     break
                 delay = backoff.next_delay()
@@ -154,7 +153,7 @@ class Consumer:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
             finally:
-                await client.disconnect()  # also after an unexpected error: no stray connection
+                await client.disconnect()  # whatever ended the connection: no stray socket
                 self.connected.clear()
                 self._on_connection(False)
         self._client = None

@@ -57,6 +57,11 @@ ON CONFLICT (stream_id, bucket) DO UPDATE SET n = excluded.n, total = excluded.t
     last_value = excluded.last_value
 RETURNING stream_id, bucket
 """
+# Finer rollup rows ``f`` combined into one coarser row (hours from minutes, days from either).
+_COMBINE = (
+    "sum(f.n), sum(f.total), min(f.low), max(f.high), max(f.last_ts),"
+    " (array_agg(f.last_value ORDER BY f.last_ts DESC))[1]"
+)
 # Every stream's minutes from the raw readings; each is recomputed whole and replaces the old.
 _MINUTES = (
     """
@@ -80,8 +85,9 @@ WITH pairs AS (
     FROM rollup_touched
 ), up AS (
     INSERT INTO rollup_1h (stream_id, bucket, n, total, low, high, last_ts, last_value)
-    SELECT p.stream_id, p.bucket, sum(f.n), sum(f.total), min(f.low), max(f.high),
-           max(f.last_ts), (array_agg(f.last_value ORDER BY f.last_ts DESC))[1]
+    SELECT p.stream_id, p.bucket, """
+    + _COMBINE
+    + """
     FROM pairs p
     JOIN rollup_1m f ON f.stream_id = p.stream_id AND f.bucket >= p.bucket
                     AND f.bucket < p.bucket + interval '1 hour'
@@ -105,8 +111,9 @@ _NOTE_DAYS = (
 _DAYS = sql.SQL(
     """
 INSERT INTO rollup_1d (stream_id, bucket, n, total, low, high, last_ts, last_value)
-SELECT p.stream_id, p.bucket, sum(f.n), sum(f.total), min(f.low), max(f.high),
-       max(f.last_ts), (array_agg(f.last_value ORDER BY f.last_ts DESC))[1]
+SELECT p.stream_id, p.bucket, """
+    + _COMBINE
+    + """
 FROM rollup_touched_days p
 JOIN {source} f ON f.stream_id = p.stream_id AND f.bucket >= p.bucket
                AND f.bucket < ((p.bucket AT TIME ZONE %(zone)s) + interval '1 day')

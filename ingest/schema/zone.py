@@ -27,13 +27,15 @@ _REBUILD = sql.SQL(
 )
 
 
-def whole_hours(zone: ZoneInfo) -> bool:
-    """Whether ``zone`` is a whole number of hours from UTC, in winter and in summer.
+def whole_hours(zone: ZoneInfo, *moments: datetime) -> bool:
+    """Whether ``zone`` is a whole number of hours from UTC at ``moments``.
 
-    Then its local days are made of whole UTC hours and can be summed from the hourly rollup.
+    By default at this year's winter and summer. Then its local days and hours are made of whole
+    UTC hours: the hourly rollup fits them.
     """
-    year = datetime.now(UTC).year
-    moments = (datetime(year, 1, 15, tzinfo=UTC), datetime(year, 7, 15, tzinfo=UTC))
+    if not moments:
+        year = datetime.now(UTC).year
+        moments = (datetime(year, 1, 15, tzinfo=UTC), datetime(year, 7, 15, tzinfo=UTC))
     return all(
         (m.astimezone(zone).utcoffset() or timedelta(0)) % timedelta(hours=1) == timedelta(0)
         for m in moments
