@@ -8,7 +8,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
@@ -300,16 +300,13 @@ def detection_for(config: IngestConfig) -> DetectionService:
         )
         publisher = AlertPublisher(account, config.alert_topic_prefix)
     zone = ZoneInfo(config.city_timezone)
-    offset = datetime.now(zone).utcoffset() or timedelta(0)
-    settings = DetectionSettings(
-        utc_offset_s=offset.total_seconds(), warmup_s=config.detection_warmup_s
-    )
+    settings = DetectionSettings(warmup_s=config.detection_warmup_s)
     options = DetectionOptions(
         checkpoint_every_s=config.checkpoint_every_s,
         per_site_per_minute=config.alerts_per_site_per_minute,
         zone=zone,
     )
-    stage = DetectionStage(settings, scheme=config.aqi_scheme)
+    stage = DetectionStage(settings, scheme=config.aqi_scheme, zone=zone)
     return DetectionService(stage, options=options, publisher=publisher)
 
 

@@ -45,17 +45,31 @@ C_CUSUM_NEG = 18
 C_NB_OFFSET = 19  # usual offset from the neighbours' median
 C_NB_SPREAD = 20
 C_NB_N = 21
-C_NB_Z = 22
+C_NB_SCORE = 22  # the latest comparison's score
 C_SCORE = 23
 C_SMOOTH = 24  # unprotected 10-minute average, what neighbours compare
 C_FIRST_TS = 25  # µs of the first reading learned
 C_SETTLED = 26  # 1 once warm-up has ended and the hour means became offsets
 C_NB_TS = 27  # µs of the last comparison with warm neighbours
 C_CONG_Z = 28  # speed z averaged over about five minutes
-C_PAIR_START = 29  # local µs where the current pair of seasonal slots began (0: none yet)
-C_PAIR_A = 30
-C_PAIR_B = 31
-N_CORE = 32  # rows of 256 bytes, cache-line aligned; the rest is room to grow
+C_PAIR_START = 29  # UTC µs from which the remembered pair of seasonal slots holds (0: none)
+C_PAIR_END = 30  # UTC µs until which it holds (an hour, or the next change of the clocks)
+C_PAIR = 31  # the pair, earlier slot x N_SLOTS + later slot
+# Tail models (see tail_score): threshold exceeded by 1 % of strengths, and the mean excess.
+C_SPIKE_Q = 32  # of |z|
+C_SPIKE_M = 33
+C_SHIFT_Q = 34  # of the larger CUSUM
+C_SHIFT_M = 35
+C_NB_Q = 36  # of |z| against the neighbours
+C_NB_M = 37
+C_NB_SEEN = 38  # µs of the newest reading already compared with the neighbours
+C_BOTTOM = 39  # the lowest value of about the last season (a detection limit, a quiet night)
+C_RUN_BOTTOM = 40  # 1 while the current run sits at that bottom
+C_NB_CUSUM_POS = 41  # CUSUMs of the z against the neighbours: an offset or drift of one station
+C_NB_CUSUM_NEG = 42
+C_NB_SHIFT_Q = 43  # tail model of the larger of them
+C_NB_SHIFT_M = 44
+N_CORE = 45
 
 # params fields
 P_LO = 0
@@ -105,32 +119,36 @@ N_KINDS = 10
 # cfg fields (DetectionSettings order)
 S_WARMUP = 0
 S_LEVEL_TAU = 1
-S_SLOT_TAU = 2
-S_SLOT_WARM = 3
-S_SPIKE_Z = 4
-S_SUSTAIN_Z = 5
-S_PROTECT = 6
-S_CUSUM_K = 7
-S_CUSUM_H = 8
-S_CUSUM_CLIP = 9
-S_STUCK_RUN = 10
-S_STUCK_S = 11
-S_STUCK_RATE = 12
-S_CONG_SPEED = 13
-S_CONG_OCC = 14
-S_FILL_WARN = 15
-S_FILL_SOON_H = 16
-S_FILL_SOON_FROM = 17
-S_FIRE_C = 18
-S_FIRE_Z = 19
-S_FLAP_TAU = 20
-S_MISSING_FACTOR = 21
-S_MISSING_MIN = 22
-S_NB_Z = 23
-S_NB_MIN = 24
-S_UTC_OFFSET = 25
-S_WARMUP_S = 26
-S_CONG_MEAN_Z = 27
+S_LEVEL_READINGS = 2
+S_SLOT_TAU = 3
+S_SLOT_WARM = 4
+S_ALERT_SCORE = 5
+S_CALM_SCORE = 6
+S_SUSTAIN_Z = 7
+S_PROTECT = 8
+S_CUSUM_K = 9
+S_CUSUM_CAP = 10
+S_CUSUM_CLIP = 11
+S_STUCK_RUN = 12
+S_STUCK_S = 13
+S_STUCK_RATE = 14
+S_CONG_SPEED = 15
+S_CONG_OCC = 16
+S_FILL_WARN = 17
+S_FILL_SOON_H = 18
+S_FILL_SOON_FROM = 19
+S_FIRE_C = 20
+S_FIRE_Z = 21
+S_FLAP_TAU = 22
+S_MISSING_FACTOR = 23
+S_MISSING_MIN = 24
+S_NB_TAU = 25
+S_NB_MIN = 26
+S_UTC_OFFSET = 27
+S_WARMUP_S = 28
+S_CONG_MEAN_Z = 29
+S_TAIL_RATE = 30
+S_QUIET_READINGS = 31
 
 # event columns
 E_ROW = 0
@@ -148,8 +166,41 @@ US = 1_000_000.0
 HOUR_US = 3_600_000_000
 WARM_UP_GUARD_FROM = 5  # readings before a warm-up reading can be judged absurd
 SMOOTH_S = 600.0  # window of the unprotected average (C_SMOOTH), seconds
-NB_FRESH_US = 600 * US  # a neighbour comparison this recent still speaks for the stream
+BOTTOM_TAU_S = 90 * 86_400.0  # how fast the remembered bottom rises again (a season)
+NB_FRESH_S = 600.0  # a neighbour comparison this recent (or two readings old) speaks for it
+# Tail models: the threshold is exceeded by TAIL_SHARE of readings, beyond it the tail is
+# exponential with the learned mean excess. A score is -log10 of the tail probability, from
+# 2 (1 in 100: score 0) over SCORE_DECADES decades (1 in 100,000: score 1).
+TAIL_SHARE = 0.01
+SCORE_DECADES = 3.0
+SCORE_SPAN = SCORE_DECADES * math.log(10.0)  # mean excesses from the threshold to a score of 1
+EXCESS_CAP = 6.0  # largest excess one reading teaches, in mean excesses
+EXCESS_FLOOR = 0.25
+SPIKE_PRIOR = (3.0, 1.0)  # threshold and mean excess before a stream's own are learned
+SHIFT_PRIOR = (4.0, 2.0)
+NB_PRIOR = (3.0, 1.0)
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation of a normal distribution -> its sigma
+
+
+@inline_kernel
+def zone_row(zone: np.ndarray, ts_us: float) -> int:
+    """The row of the zone table (``processing.zones``) in force at ``ts_us``: bisection."""
+    lo = 0
+    hi = zone.shape[0]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if zone[mid, 0] <= ts_us:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@inline_kernel
+def utc_offset_at(zone: np.ndarray, ts_us: float) -> float:
+    """The city's offset from UTC at ``ts_us``, seconds."""
+    offset: float = zone[zone_row(zone, ts_us), 1]
+    return offset
 
 
 @inline_kernel
@@ -201,6 +252,49 @@ def squash(z: float, half: float) -> float:
     return z2 / (z2 + half * half)
 
 
+@inline_kernel
+def tail_score(core: np.ndarray, r: int, field: int, strength: float) -> float:
+    """How rare ``strength`` is under the stream's tail model in ``core[r, field:field + 2]``.
+
+    -log10 of the tail probability, mapped from 2 (1 in 100, score 0) to 5 (1 in 100,000,
+    score 1); 0 while the model is not yet set up.
+    """
+    q = core[r, field]
+    m = core[r, field + 1]
+    if m <= 0.0 or strength <= q:
+        return 0.0
+    score: float = min(1.0, (strength - q) / (SCORE_SPAN * m))
+    return score
+
+
+@inline_kernel
+def tail_learn(
+    core: np.ndarray, r: int, field: int, strength: float, score: float, cfg: np.ndarray
+) -> None:
+    """Move the threshold towards the 99th percentile of strengths and learn the mean excess.
+
+    Only strengths that are not unusual (below ``calm_score``) teach: a developing fault is not
+    what normal looks like. No excess counts for more than ``EXCESS_CAP`` mean excesses.
+    """
+    m = core[r, field + 1]
+    if m <= 0.0 or score >= cfg[S_CALM_SCORE]:
+        return
+    q = core[r, field]
+    rate = cfg[S_TAIL_RATE]
+    if strength > q:
+        excess = min(strength - q, EXCESS_CAP * m)
+        core[r, field + 1] = max(m + rate * (excess - m), EXCESS_FLOOR)
+        core[r, field] = q + rate * m * (1.0 - TAIL_SHARE)
+    else:
+        core[r, field] = max(q - rate * m * TAIL_SHARE, 0.0)
+
+
+@inline_kernel
+def score_of_rarity(decades: float) -> float:
+    """A tail probability of 10 ** -decades as a score (see :func:`tail_score`)."""
+    return min(1.0, max(0.0, (decades - 2.0) / SCORE_DECADES))
+
+
 @kernel
 def settle(core: np.ndarray, slots: np.ndarray, r: int, warm_count: float) -> None:
     """End of warm-up: turn the learned hour means into offsets from the overall mean.
@@ -220,6 +314,8 @@ def settle(core: np.ndarray, slots: np.ndarray, r: int, warm_count: float) -> No
             weight += count
     if weight > 0:
         core[r, C_SPREAD] = spread / weight
+    core[r, C_SPIKE_Q], core[r, C_SPIKE_M] = SPIKE_PRIOR
+    core[r, C_SHIFT_Q], core[r, C_SHIFT_M] = SHIFT_PRIOR
     core[r, C_SETTLED] = 1.0
 
 
@@ -228,6 +324,7 @@ def _baseline_step(
     slots: np.ndarray,
     params: np.ndarray,
     cfg: np.ndarray,
+    zone: np.ndarray,
     r: int,
     ts: float,
     x: float,
@@ -248,7 +345,7 @@ def _baseline_step(
     if not warm:
         # Warm-up: plain means of everything and of each hour; nothing is scored. Only an absurd
         # reading is held back (to 20 sigma), so one glitch cannot poison the first day.
-        s = slot_of(ts, cfg[S_UTC_OFFSET])
+        s = slot_of(ts, utc_offset_at(zone, ts))
         count = slots[r, s, 2]
         if n >= WARM_UP_GUARD_FROM:
             level = core[r, C_LEVEL]
@@ -272,18 +369,25 @@ def _baseline_step(
     # Each slot holds its hour's usual offset from the running level, so the expectation keeps
     # the daily shape while following slow changes of the whole level (weather, seasons); between
     # two slots' centres the offset is interpolated. The pair is remembered for the hour, as
-    # working it out takes integer divisions that would cost more than all the rest.
-    local = ts + cfg[S_UTC_OFFSET] * US - HOUR_US / 2
+    # working it out takes integer divisions and a search that would cost more than all the rest.
+    # The pair is remembered in UTC until the hour ends or the clocks change, whichever is first,
+    # so a checkpoint restored after a change of the clocks is not an hour off.
     start = core[r, C_PAIR_START]
-    if local < start or local >= start + HOUR_US or start == 0.0:
-        sa, sb, wb = slot_pair(ts, cfg[S_UTC_OFFSET])
-        core[r, C_PAIR_START] = local - wb * HOUR_US
-        core[r, C_PAIR_A] = sa
-        core[r, C_PAIR_B] = sb
+    if ts < start or ts >= core[r, C_PAIR_END] or start == 0.0:
+        row = zone_row(zone, ts)
+        sa, sb, wb = slot_pair(ts, zone[row, 1])
+        start = ts - wb * HOUR_US
+        end = start + HOUR_US
+        if row + 1 < zone.shape[0]:
+            end = min(end, zone[row + 1, 0])
+        core[r, C_PAIR_START] = start
+        core[r, C_PAIR_END] = end
+        core[r, C_PAIR] = sa * N_SLOTS + sb
     else:
-        sa = int(core[r, C_PAIR_A])
-        sb = int(core[r, C_PAIR_B])
-        wb = (local - start) / HOUR_US
+        pair = int(core[r, C_PAIR])
+        sa = pair // N_SLOTS
+        sb = pair - sa * N_SLOTS
+        wb = (ts - start) / HOUR_US
     wa = 1.0 - wb
     oa, ta = slot_view(slots, r, sa, spread, cfg[S_SLOT_WARM])
     ob, tb = slot_view(slots, r, sb, spread, cfg[S_SLOT_WARM])
@@ -293,11 +397,17 @@ def _baseline_step(
     sigma = max(MAD_TO_SIGMA * typical, floor0 + 0.01 * abs(expected))
     z: float = (x - expected) / sigma
 
-    # Learn with an exponential window of level_tau; beyond sustain_z the reading is probably
-    # the anomaly, so it barely teaches, and no reading moves anything by more than 3 sigma.
+    # Learn with an exponential window of level_tau (at least level_readings); a reading beyond
+    # what is usual is probably the anomaly, so it barely teaches, and no reading moves anything
+    # by more than 3 sigma.
+    # "Beyond" is where the stream's own tail says 1 in 3,000 once it is learned: a stream with
+    # heavy tails keeps learning from its ordinary large swings instead of lagging behind them.
     cadence = core[r, C_CADENCE]
-    weight = cfg[S_PROTECT] if abs(z) > cfg[S_SUSTAIN_Z] else 1.0
-    a = min(0.5, cadence / cfg[S_LEVEL_TAU])
+    limit = cfg[S_SUSTAIN_Z]
+    if core[r, C_SPIKE_M] > 0.0:
+        limit = max(limit, core[r, C_SPIKE_Q] + cfg[S_CALM_SCORE] * SCORE_SPAN * core[r, C_SPIKE_M])
+    weight = cfg[S_PROTECT] if abs(z) > limit else 1.0
+    a = min(1.0 / cfg[S_LEVEL_READINGS], cadence / cfg[S_LEVEL_TAU])
     if (n + 1.0) * a < 1.0:  # still a running mean (a division only while it matters)
         a = 1.0 / (n + 1.0)
     a *= weight
@@ -354,6 +464,7 @@ def baseline_kernel(
     slots: np.ndarray,
     params: np.ndarray,
     cfg: np.ndarray,
+    zone: np.ndarray,
     out_z: np.ndarray,
 ) -> None:
     """The main detector alone: seasonal robust z-scores for a batch, learning as it goes.
@@ -370,7 +481,7 @@ def baseline_kernel(
         last = core[r, C_LAST_TS]
         if core[r, C_N] > 0 and ts > last:
             cadence_step(core, r, ts - last)
-        out_z[i] = baseline_step_inline(core, slots, params, cfg, r, ts, x)
+        out_z[i] = baseline_step_inline(core, slots, params, cfg, zone, r, ts, x)
         if ts > last:
             core[r, C_LAST_TS] = ts
         core[r, C_LAST_X] = x
@@ -520,6 +631,7 @@ def stage_kernel(
     conds: np.ndarray,
     params: np.ndarray,
     cfg: np.ndarray,
+    zone: np.ndarray,
     bands: np.ndarray,
     aq_rounds: bool,
     min_s: np.ndarray,
@@ -599,6 +711,19 @@ def stage_kernel(
         else:
             core[r, C_RUN] = 1.0
             core[r, C_RUN_START] = ts
+            # A run at the stream's usual bottom (or a new one) is a detection limit or an empty
+            # road at night, not a stuck sensor; zeros from a stream that never reads zero are a
+            # dead sensor all the same.
+            bottom = core[r, C_BOTTOM]
+            resolution = params[r, P_FLOOR]
+            margin = max(3.0 * resolution, 0.25 * core[r, C_SIGMA])
+            at_bottom = n > 0 and x <= bottom + margin and (x != 0.0 or bottom <= resolution)
+            core[r, C_RUN_BOTTOM] = 1.0 if at_bottom else 0.0
+        if n == 0 or x < core[r, C_BOTTOM]:
+            core[r, C_BOTTOM] = x
+        elif fresh:
+            creep = min(0.5, core[r, C_CADENCE] / BOTTOM_TAU_S)
+            core[r, C_BOTTOM] += creep * (x - core[r, C_BOTTOM])
         run = core[r, C_RUN]
         p = core[r, C_REPEAT_P]
         need = cfg[S_STUCK_RUN]
@@ -617,8 +742,12 @@ def stage_kernel(
             and run >= need
             and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
             and x < params[r, P_HI]
+            and core[r, C_RUN_BOTTOM] == 0.0
         )
-        stuck_score = squash(run / need, 1.0) if run >= cfg[S_STUCK_RUN] and warm else 0.0
+        # A healthy stream repeats with probability p, so a run this long has chance p^(run-1).
+        stuck_score = 0.0
+        if run >= cfg[S_STUCK_RUN] and warm and core[r, C_RUN_BOTTOM] == 0.0:
+            stuck_score = score_of_rarity((run - 1.0) * -math.log10(min(max(p, 1e-3), 0.95)))
 
         # Bins: a big drop is a collection round, not an anomaly; the level restarts there.
         collected = False
@@ -632,15 +761,15 @@ def stage_kernel(
 
         previous_level = core[r, C_LEVEL]
         previous_smooth = core[r, C_SMOOTH]
-        z = baseline_step(core, slots, params, cfg, r, ts, x)
+        z = baseline_step(core, slots, params, cfg, zone, r, ts, x)
         smooth_a = max(1.0 / (n + 1.0), min(1.0, core[r, C_CADENCE] / SMOOTH_S))
         core[r, C_SMOOTH] = x if n == 0 else core[r, C_SMOOTH] + smooth_a * (x - core[r, C_SMOOTH])
         expected = core[r, C_EXPECTED]
         sigma = core[r, C_SIGMA]
         zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
-        h = cfg[S_CUSUM_H]
-        cp = min(max(0.0, core[r, C_CUSUM_POS] + zc - cfg[S_CUSUM_K]), 3.0 * h)
-        cn = min(max(0.0, core[r, C_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), 3.0 * h)
+        cap = cfg[S_CUSUM_CAP]
+        cp = min(max(0.0, core[r, C_CUSUM_POS] + zc - cfg[S_CUSUM_K]), cap)
+        cn = min(max(0.0, core[r, C_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), cap)
         core[r, C_CUSUM_POS] = cp
         core[r, C_CUSUM_NEG] = cn
         shift = max(cp, cn)
@@ -686,9 +815,20 @@ def stage_kernel(
 
         statistical = metric != M_FILL and not collected and not congestion_pending
         # A shift the neighbours share (weather, a city-wide episode) is not this sensor's fault.
-        shared = ts - core[r, C_NB_TS] <= NB_FRESH_US and abs(core[r, C_NB_Z]) < cfg[S_NB_Z] / 2
+        cadence = core[r, C_CADENCE]
+        fresh_nb = ts - core[r, C_NB_TS] <= max(NB_FRESH_S, 2.0 * cadence + 60.0) * US
+        shared = fresh_nb and core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
+        # Scores are calibrated on the stream's own history (tail_score); conditions open at
+        # alert_score and calm below calm_score, and a slow stream stays quiet for a few readings.
+        alert = cfg[S_ALERT_SCORE]
+        calm = cfg[S_CALM_SCORE]
+        slow = cfg[S_QUIET_READINGS] * cadence
         level_active = conds[r, K_LEVEL, D_ACTIVE] > 0
-        spike_score = squash(abs(z), 4.5) if statistical else 0.0
+        spike_score = tail_score(core, r, C_SPIKE_Q, abs(z)) if statistical else 0.0
+        shift_score = tail_score(core, r, C_SHIFT_Q, shift) if statistical else 0.0
+        if statistical and warm:
+            tail_learn(core, r, C_SPIKE_Q, abs(z), spike_score, cfg)
+            tail_learn(core, r, C_SHIFT_Q, shift, shift_score, cfg)
         n_events = condition_step(
             conds,
             events,
@@ -696,17 +836,16 @@ def stage_kernel(
             r,
             K_SPIKE,
             ts,
-            statistical and not level_active and abs(z) >= cfg[S_SPIKE_Z],
-            abs(z) >= cfg[S_SUSTAIN_Z],
+            statistical and not level_active and spike_score >= alert,
+            spike_score >= calm,
             spike_score,
             x,
             expected,
             sigma,
             min_s[K_SPIKE],
-            quiet_s[K_SPIKE],
+            max(quiet_s[K_SPIKE], slow),
             flap_tau,
         )
-        shift_score = squash(shift, h) if statistical else 0.0
         n_events = condition_step(
             conds,
             events,
@@ -714,14 +853,14 @@ def stage_kernel(
             r,
             K_LEVEL,
             ts,
-            statistical and shift >= h and not shared,
-            shift >= h / 4,
+            statistical and shift_score >= alert and not shared,
+            shift_score >= calm,
             shift_score,
             x,
             previous_level,
             sigma,
             min_s[K_LEVEL],
-            quiet_s[K_LEVEL],
+            max(quiet_s[K_LEVEL], slow),
             flap_tau,
         )
         n_events = condition_step(
@@ -738,7 +877,7 @@ def stage_kernel(
             (ts - core[r, C_RUN_START]) / US,
             run,
             min_s[K_STUCK],
-            quiet_s[K_STUCK],
+            max(quiet_s[K_STUCK], slow),
             flap_tau,
         )
 
@@ -916,6 +1055,10 @@ def neighbour_kernel(
         median = np.median(scratch[:m])
         for j in range(m):
             r = fresh_rows[j]
+            # Compare each reading once: a sweep between two readings learns nothing new.
+            if core[r, C_LAST_TS] <= core[r, C_NB_SEEN]:
+                continue
+            core[r, C_NB_SEEN] = core[r, C_LAST_TS]
             offset = scratch[j] - median
             seen = core[r, C_NB_N]
             usual = core[r, C_NB_OFFSET]
@@ -923,17 +1066,32 @@ def neighbour_kernel(
             sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.05 * abs(median))
             z = (offset - usual) / sigma if seen > 0 else 0.0
             warm = seen >= cfg[S_WARMUP]
-            weight = cfg[S_PROTECT] if warm and abs(z) > cfg[S_NB_Z] / 2 else 1.0
-            a = max(1.0 / (seen + 1.0), 0.02) * weight
             if seen == 0:
                 usual = offset
+                core[r, C_NB_Q], core[r, C_NB_M] = NB_PRIOR
+                core[r, C_NB_SHIFT_Q], core[r, C_NB_SHIFT_M] = SHIFT_PRIOR
+            # One odd comparison, or a run of moderately odd ones (a station's own offset or
+            # drift, which each reading alone would not show), as for the stream's own level.
+            zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
+            cap = cfg[S_CUSUM_CAP]
+            cp = min(max(0.0, core[r, C_NB_CUSUM_POS] + zc - cfg[S_CUSUM_K]), cap)
+            cn = min(max(0.0, core[r, C_NB_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), cap)
+            core[r, C_NB_CUSUM_POS] = cp
+            core[r, C_NB_CUSUM_NEG] = cn
+            odd = tail_score(core, r, C_NB_Q, abs(z)) if warm else 0.0
+            drifting = tail_score(core, r, C_NB_SHIFT_Q, max(cp, cn)) if warm else 0.0
+            score = max(odd, drifting)
+            weight = cfg[S_PROTECT] if score >= cfg[S_CALM_SCORE] else 1.0
+            cadence = core[r, C_CADENCE]
+            a = max(1.0 / (seen + 1.0), min(0.5, cadence / cfg[S_NB_TAU])) * weight
             core[r, C_NB_OFFSET] = usual + a * (offset - usual)
             core[r, C_NB_SPREAD] = spread + a * (abs(offset - usual) - spread)
             core[r, C_NB_N] = seen + 1.0
-            core[r, C_NB_Z] = z if warm else 0.0
+            core[r, C_NB_SCORE] = score
             if warm:
+                tail_learn(core, r, C_NB_Q, abs(z), odd, cfg)
+                tail_learn(core, r, C_NB_SHIFT_Q, max(cp, cn), drifting, cfg)
                 core[r, C_NB_TS] = now_us
-            trigger = warm and abs(z) >= cfg[S_NB_Z]
             n_events = condition_step(
                 conds,
                 events,
@@ -941,14 +1099,14 @@ def neighbour_kernel(
                 r,
                 K_NEIGHBOUR,
                 now_us,
-                trigger,
-                warm and abs(z) >= cfg[S_NB_Z] / 2,
-                squash(abs(z), cfg[S_NB_Z]) if warm else 0.0,
+                score >= cfg[S_ALERT_SCORE],
+                score >= cfg[S_CALM_SCORE],
+                score,
                 scratch[j],
                 median + usual,
                 sigma,
                 min_s,
-                quiet_s,
+                max(quiet_s, cfg[S_QUIET_READINGS] * cadence),
                 cfg[S_FLAP_TAU],
             )
     return n_events

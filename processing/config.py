@@ -58,17 +58,28 @@ def _compile(function: F, inline: Literal["never", "always"]) -> F:
 class DetectionSettings:
     """Thresholds and time constants of every detector.
 
+    Time constants are in seconds where a stream's cadence does not matter to the maths, and
+    bounded in readings where it does, so one set of defaults serves streams reporting every 10 s
+    to every hour. Scores are calibrated per stream (see ``docs/detection.md``): an alert opens
+    at a score of ``alert_score``, whatever the stream.
+
     Attributes:
         warmup_readings: Readings a new stream learns from before its scores leave 0.
         level_tau_s: Time constant of the fast level and spread, seconds.
+        level_readings: Fewest readings the level averages over, for slow streams (hourly
+            readings would otherwise move it half way each time).
         slot_tau_s: Time constant of each hour-of-day slot of the seasonal profile, seconds of
             readings falling in that slot (so about three visits of the slot).
         slot_warm: Readings a slot needs before it replaces the fast level as the expectation.
-        spike_z: Robust z-score that opens a spike.
-        sustain_z: Robust z-score below which an anomaly counts as calm again (hysteresis).
-        protect: Learning weight for readings beyond ``sustain_z``, so faults are not learned.
+        alert_score: Score from which a statistical condition (spike, level shift, stuck,
+            neighbour) opens: rarer than 1 in 50,000 of the stream's own readings.
+        calm_score: Score below which an open condition counts as calm again, and from which
+            a reading is held back from learning (1 in 3,000).
+        sustain_z: Robust z-score beyond which a reading is held back from learning before the
+            stream's own tail is known.
+        protect: Learning weight for readings held back, so faults are not learned.
         cusum_k: CUSUM allowance, in robust sigmas.
-        cusum_h: CUSUM decision level for a level shift or drift.
+        cusum_cap: Largest value of either CUSUM, so a long fault ends in bounded time.
         cusum_clip: Largest z one reading adds to the CUSUM, so one spike is not a shift.
         stuck_min_run: Fewest identical consecutive readings that can be "stuck".
         stuck_min_s: Shortest stuck period, seconds.
@@ -84,24 +95,29 @@ class DetectionSettings:
         flap_tau_s: Half-life of the flapping counter, seconds.
         missing_factor: A gap longer than this many learned intervals is missing data.
         missing_min_s: Shortest gap that is missing data, seconds.
-        neighbour_z: Disagreement with the neighbours' median, in robust sigmas of the usual offset.
+        neighbour_tau_s: Time constant of a stream's usual offset from its neighbours, seconds.
         neighbour_min_members: Fewest fresh neighbours of the same kind for the spatial check.
-        utc_offset_s: The city's offset from UTC, for hour-of-day slots and sentences.
+        utc_offset_s: A fixed offset from UTC for hour-of-day slots, used when the stage is
+            given no time zone.
         warmup_s: Time a new stream learns for before its scores leave 0: a day, so every hour
             of the daily pattern has been seen once (0 for series of unknown rhythm).
         congestion_mean_z: Speed z-score averaged over about five minutes (negative) that, with
             high occupancy, is congestion where one reading's z varies too much to say.
+        tail_rate: Learning rate of each stream's tail model (threshold and mean excess).
+        quiet_readings: Fewest readings of calm before a condition resolves, for slow streams.
     """
 
     warmup_readings: float = 30
     level_tau_s: float = 1800
+    level_readings: float = 8
     slot_tau_s: float = 10800
     slot_warm: float = 3
-    spike_z: float = 6.0
+    alert_score: float = 0.9
+    calm_score: float = 0.5
     sustain_z: float = 3.0
     protect: float = 0.05
     cusum_k: float = 1.0
-    cusum_h: float = 15.0
+    cusum_cap: float = 45.0
     cusum_clip: float = 4.0
     stuck_min_run: float = 5
     stuck_min_s: float = 200
@@ -116,11 +132,13 @@ class DetectionSettings:
     flap_tau_s: float = 3600
     missing_factor: float = 5.0
     missing_min_s: float = 120
-    neighbour_z: float = 6.0
+    neighbour_tau_s: float = 86_400
     neighbour_min_members: float = 4
     utc_offset_s: float = 0.0
     warmup_s: float = 86_400
     congestion_mean_z: float = -1.5
+    tail_rate: float = 0.05
+    quiet_readings: float = 3
 
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""

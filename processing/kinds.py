@@ -47,7 +47,7 @@ MIN_DURATION_S: Final[dict[Kind, float]] = {
     Kind.CONGESTION: 90,
     Kind.OVERFLOW: 60,
     Kind.FIRE: 0,
-    Kind.NEIGHBOUR: 600,
+    Kind.NEIGHBOUR: 0,
 }
 QUIET_S: Final[dict[Kind, float]] = {
     Kind.SPIKE: 900,

@@ -8,37 +8,44 @@ Examples:
     >>> scores = score_series(ts, values)
     >>> bool(scores[200] > 0.9), bool(scores[:30].max() == 0)
     (True, True)
+    >>> float(score_series(ts[:3], [1.0, float("nan"), 1.0])[1])  # a missing reading
+    0.0
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from processing.config import DetectionSettings
 from processing.hook import ReadingColumns
-from processing.stage import DetectionStage
+from processing.stage import DetectionStage, Event
 
 
 def score_series(
     timestamps: ArrayLike, values: ArrayLike, *, settings: DetectionSettings | None = None
 ) -> NDArray[np.float64]:
-    """A causal anomaly score in [0, 1] for every point of one series.
+    """A causal, calibrated anomaly score in [0, 1] for every point of one series.
 
     Each point is scored before it is learned from, by the seasonal robust baseline (spikes), the
-    CUSUM (level shifts and drift) and the run-length check (stuck values); the score is the
-    strongest of them. Non-finite values score 1. No domain rules apply: the kind is unknown.
+    CUSUM (level shifts and drift) and the run-length check (stuck values); each detector's
+    strength is judged against the tail of its own history (see ``docs/detection.md``), and the
+    score is the strongest. Messy input is taken as it comes: points are read in the order
+    given (a timestamp that steps back or repeats is scored but does not move the learned
+    cadence or clock), NaN is a missing reading (score 0, nothing learned) and an infinite
+    value is impossible (score 1). No domain rules apply: the kind is unknown.
 
     Args:
-        timestamps: Datetimes (``datetime64``) or epoch microseconds, non-decreasing.
+        timestamps: Datetimes (``datetime64``) or epoch microseconds.
         values: The measurements.
         settings: Thresholds; by default the fleet's, with warm-up counted in readings only.
 
     Raises:
-        ValueError: Lengths differ, or timestamps go backwards.
+        ValueError: The arrays are not one-dimensional and of equal length.
     """
     ts = np.asarray(timestamps)
     if np.issubdtype(ts.dtype, np.datetime64):
@@ -48,11 +55,14 @@ def score_series(
     x = np.asarray(values, dtype=np.float64)
     if ts_us.shape != x.shape or x.ndim != 1:
         raise ValueError("timestamps and values must be one-dimensional and of equal length")
-    if ts_us.size > 1 and (np.diff(ts_us) < 0).any():
-        raise ValueError("timestamps must not go backwards")
     stage = DetectionStage(settings or replace(DetectionSettings(), warmup_s=0.0), capacity=1)
     scores = np.zeros(x.size)
-    stage.process(ReadingColumns(np.zeros(x.size, np.int32), ts_us, x), out_score=scores)
+    sent = np.flatnonzero(~np.isnan(x))
+    if sent.size:
+        out = np.zeros(sent.size)
+        columns = ReadingColumns(np.zeros(sent.size, np.int32), ts_us[sent], x[sent])
+        stage.process(columns, out_score=out)
+        scores[sent] = out
     return scores
 
 
@@ -93,3 +103,39 @@ def baseline_band(
             expected.append(float(stage.state.core[0, k.C_EXPECTED]))
             sigma.append(float(stage.state.core[0, k.C_SIGMA]))
     return scores, np.array(band_ts, np.int64), np.array(expected), np.array(sigma)
+
+
+def replay(
+    stage: DetectionStage,
+    stream_ids: NDArray[np.int32],
+    ts_us: NDArray[np.int64],
+    values: NDArray[np.float64],
+    *,
+    batch_s: float = 3600.0,
+) -> tuple[list[Event], NDArray[np.float64]]:
+    """Feed readings through ``stage`` as ingest would: batches in time order, a sweep after each.
+
+    The readings must be sorted by time. Each batch holds the readings of one ``batch_s`` window
+    and is followed by the sweeps (missing data, neighbours) at the window's end, the moment a
+    live worker would have run them.
+
+    Returns:
+        Every opening and resolution, oldest first, and each reading's score.
+    """
+    scores = np.zeros(values.size)
+    events: list[Event] = []
+    if values.size == 0:
+        return events, scores
+    if (np.diff(ts_us) < 0).any():
+        raise ValueError("readings must be in time order")
+    batch_us = int(batch_s * 1e6)
+    window = ts_us // batch_us
+    cuts = np.flatnonzero(np.diff(window)) + 1
+    since = datetime.fromtimestamp(int(ts_us[0]) / 1e6, UTC)
+    for lo, hi in itertools.pairwise([0, *cuts.tolist(), values.size]):
+        columns = ReadingColumns(stream_ids[lo:hi], ts_us[lo:hi], values[lo:hi])
+        stage.process(columns, out_score=scores[lo:hi])
+        end = (int(window[lo]) + 1) * batch_us
+        stage.sweep(datetime.fromtimestamp(end / 1e6, UTC), since=since)
+        events.extend(stage.drain())
+    return events, scores

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +37,7 @@ from processing.hook import ReadingColumns
 from processing.kinds import MIN_DURATION_S, QUIET_S, Kind
 from processing.state import StreamState
 from processing.streams import StreamInfo, fill_params, neighbour_groups
+from processing.zones import offset_table
 
 _EVENT_CAPACITY = 4096
 
@@ -73,6 +74,9 @@ class DetectionStage:
         settings: Thresholds and time constants.
         scheme: Air-quality index for alerts (see :mod:`processing.aqi`).
         capacity: Streams to allocate for up front (grows as needed).
+        zone: The city's time zone (IANA name or tzinfo), whose local hours and weekdays the
+            seasonal profile follows through changes of the clocks; None for the fixed
+            ``settings.utc_offset_s``.
     """
 
     def __init__(
@@ -81,8 +85,11 @@ class DetectionStage:
         *,
         scheme: str = aqi.DEFAULT_SCHEME,
         capacity: int = 1024,
+        zone: str | tzinfo | None = None,
     ) -> None:
         self.settings = settings or DetectionSettings()
+        self.zone = zone
+        self._zone = offset_table(self.settings.utc_offset_s if zone is None else zone)
         self.scheme = scheme
         self.state = StreamState(capacity)
         self._cfg = self.settings.as_array()
@@ -181,7 +188,7 @@ class DetectionStage:
             while start < rows.size:
                 start, count = k.stage_kernel(
                     rows, ts_us, values, start, state.core, state.slots, state.hours,
-                    state.conds, state.params, self._cfg, self._bands, self._rounds,
+                    state.conds, state.params, self._cfg, self._zone, self._bands, self._rounds,
                     self._min_s, self._quiet_s, scores, self._events_buffer,
                 )  # fmt: skip
                 if count:

@@ -44,8 +44,8 @@ class StreamInfo:
 
 # Plausible for a city deployment; outside it the sensor is faulty.
 PLAUSIBLE: Final[dict[str, tuple[float, float]]] = {
-    "pm2_5": (0, 500),
-    "pm10": (0, 1000),
+    "pm2_5": (0, 1000),  # severe episodes pass 500 for real (Beijing, January 2013)
+    "pm10": (0, 2000),
     "no2": (0, 1000),
     "o3": (0, 800),
     "co2": (300, 10_000),
@@ -54,7 +54,7 @@ PLAUSIBLE: Final[dict[str, tuple[float, float]]] = {
     "pressure": (870, 1085),
     "speed_mean": (0, 200),
     "occupancy": (0, 100),
-    "vehicle_count": (0, 5000),
+    "vehicle_count": (0, 10_000),  # per reporting interval: an hour on a motorway passes 7,000
     "fill_level": (0, 100),
 }
 BIN_TEMPERATURE_RANGE: Final = (-40.0, 125.0)  # a bin on fire is hot for real

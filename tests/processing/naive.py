@@ -43,6 +43,33 @@ class Ewm:
 
 
 @dataclass
+class Tail:
+    """Threshold passed by 1 % of strengths and the mean excess beyond it (exponential tail)."""
+
+    threshold: float = 0.0
+    excess: float = 0.0
+
+    def score(self, strength: float) -> float:
+        """-log10 of the tail probability, 2 -> 0 and 5 -> 1."""
+        if self.excess <= 0 or strength <= self.threshold:
+            return 0.0
+        decades = 2 + (strength - self.threshold) / (self.excess * math.log(10))
+        return min(1.0, (decades - 2) / 3)
+
+    def learn(self, strength: float, score: float, cfg: DetectionSettings) -> None:
+        """Quantile step for the threshold, capped mean excess; the unusual teaches nothing."""
+        if self.excess <= 0 or score >= cfg.calm_score:
+            return
+        if strength > self.threshold:
+            excess = min(strength - self.threshold, 6 * self.excess)
+            before = self.excess
+            self.excess = max(before + cfg.tail_rate * (excess - before), 0.25)
+            self.threshold += cfg.tail_rate * before * 0.99
+        else:
+            self.threshold = max(self.threshold - cfg.tail_rate * self.excess * 0.01, 0.0)
+
+
+@dataclass
 class Condition:
     """One alert condition with hysteresis."""
 
@@ -74,6 +101,11 @@ class NaiveStream:
     run: int = 0
     run_start: float = 0.0
     repeat_p: float = 0.0
+    bottom: float = 0.0
+    run_at_bottom: bool = False
+    sigma: float = 0.0
+    spike_tail: Tail = field(default_factory=Tail)
+    shift_tail: Tail = field(default_factory=Tail)
     conditions: dict[Kind, Condition] = field(default_factory=dict)
     events: list[tuple[Kind, bool, float]] = field(default_factory=list)
 
@@ -98,6 +130,8 @@ class NaiveStream:
             total = sum(slot.count for slot in learned)
             if total:
                 self.fast.spread = sum(slot.count * slot.spread for slot in learned) / total
+            self.spike_tail = Tail(3.0, 1.0)
+            self.shift_tail = Tail(4.0, 2.0)
             self.settled = True
 
         (early, late), late_weight = seasonal_pair(int(ts), cfg.utc_offset_s)
@@ -108,11 +142,17 @@ class NaiveStream:
         expected = self.fast.level + offset
         sigma = self._sigma(spread, expected)
         z = (x - expected) / sigma
-        weight = cfg.protect if abs(z) > cfg.sustain_z else 1.0
+        self.sigma = sigma
+        usual = cfg.sustain_z
+        if self.spike_tail.excess > 0:  # where the stream's own tail says 1 in 3,000
+            calm_excess = cfg.calm_score * 3 * math.log(10) * self.spike_tail.excess
+            usual = max(usual, self.spike_tail.threshold + calm_excess)
+        weight = cfg.protect if abs(z) > usual else 1.0
 
         level_sigma = self._sigma(self.fast.spread, self.fast.level)
         spread_before = self.fast.spread
-        rate = max(1 / (self.n + 1), min(0.5, self.cadence / cfg.level_tau_s)) * weight
+        rate = max(1 / (self.n + 1), min(1 / cfg.level_readings, self.cadence / cfg.level_tau_s))
+        rate *= weight
         error = min(max(x - expected, -3 * sigma), 3 * sigma)
         self.fast = _learn(self.fast, x - offset, rate, True, level_sigma)
         for key, (borrowed, borrowed_spread), share in zip(
@@ -138,6 +178,8 @@ class NaiveStream:
         self.fast.spread += (abs(x - self.fast.level) - self.fast.spread) / (self.n + 1)
         mean = x if slot.count == 0 else slot.level + (x - slot.level) / (slot.count + 1)
         slot.spread += (abs(x - mean) - slot.spread) / (slot.count + 1)
+        expected = mean if slot.count >= self.settings.slot_warm else self.fast.level
+        self.sigma = self._sigma(self.fast.spread, expected)
         slot.level, slot.count = mean, slot.count + 1
         self.n += 1
 
@@ -170,11 +212,64 @@ class NaiveStream:
                 if self.cadence == 0
                 else self.cadence + 0.05 * (min(gap, 10 * self.cadence) - self.cadence)
             )
+        same, stuck, stuck_score = self._stuck(ts, x, fresh)
+        warm = (
+            self.n > 0
+            and self.n >= cfg.warmup_readings
+            and ts - self.first_ts >= cfg.warmup_s * 1e6
+        )
+        z = self.baseline(ts, x)
+        clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
+        self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), cfg.cusum_cap)
+        self.down = min(max(0.0, self.down - clipped - cfg.cusum_k), cfg.cusum_cap)
+        shift = max(self.up, self.down)
+
+        level_active = self.conditions.get(Kind.LEVEL_SHIFT, Condition()).active
+        spike_score = self.spike_tail.score(abs(z))
+        shift_score = self.shift_tail.score(shift)
+        if warm:
+            self.spike_tail.learn(abs(z), spike_score, cfg)
+            self.shift_tail.learn(shift, shift_score, cfg)
+        slow = cfg.quiet_readings * self.cadence
+        self._condition(
+            Kind.SPIKE,
+            ts,
+            not level_active and spike_score >= cfg.alert_score,
+            spike_score >= cfg.calm_score,
+            spike_score,
+            slow,
+        )
+        self._condition(
+            Kind.LEVEL_SHIFT,
+            ts,
+            shift_score >= cfg.alert_score,
+            shift_score >= cfg.calm_score,
+            shift_score,
+            slow,
+        )
+        self._condition(Kind.STUCK, ts, stuck, same, stuck_score, slow)
+        if fresh:
+            self.last_ts = ts
+        self.last_x = x
+        return max(spike_score, shift_score, stuck_score)
+
+    def _stuck(self, ts: float, x: float, fresh: bool) -> tuple[bool, bool, float]:
+        """The run of identical values: (same as the last, stuck, its score)."""
+        cfg = self.settings
         same = self.n > 0 and x == self.last_x
         if same:
             self.run += 1
         else:
             self.run, self.run_start = 1, ts
+            # At the usual bottom (a detection limit), runs are expected; zeros never seen are not.
+            margin = max(3 * self.floor, 0.25 * self.sigma)
+            self.run_at_bottom = (
+                self.n > 0 and x <= self.bottom + margin and (x != 0 or self.bottom <= self.floor)
+            )
+        if self.n == 0 or x < self.bottom:
+            self.bottom = x
+        elif fresh:
+            self.bottom += min(0.5, self.cadence / (90 * 86400)) * (x - self.bottom)
         if self.repeat_p > 0.95:
             need = math.inf
         elif self.repeat_p > 1e-3:
@@ -188,39 +283,30 @@ class NaiveStream:
             and self.n >= cfg.warmup_readings
             and ts - self.first_ts >= cfg.warmup_s * 1e6
         )
-        stuck = warm and self.run >= need and ts - self.run_start >= cfg.stuck_min_s * 1e6
-        stuck_score = (
-            _squash(self.run / need, 1.0) if warm and self.run >= cfg.stuck_min_run else 0.0
+        stuck = (
+            warm
+            and self.run >= need
+            and ts - self.run_start >= cfg.stuck_min_s * 1e6
+            and not self.run_at_bottom
         )
+        stuck_score = 0.0
+        if warm and self.run >= cfg.stuck_min_run and not self.run_at_bottom:
+            chance = min(max(self.repeat_p, 1e-3), 0.95) ** (self.run - 1)
+            stuck_score = min(1.0, max(0.0, (-math.log10(chance) - 2) / 3))
 
-        z = self.baseline(ts, x)
-        clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
-        self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), 3 * cfg.cusum_h)
-        self.down = min(max(0.0, self.down - clipped - cfg.cusum_k), 3 * cfg.cusum_h)
-        shift = max(self.up, self.down)
-
-        level_active = self.conditions.get(Kind.LEVEL_SHIFT, Condition()).active
-        spike_score = _squash(abs(z), 4.5)
-        self._condition(
-            Kind.SPIKE,
-            ts,
-            not level_active and abs(z) >= cfg.spike_z,
-            abs(z) >= cfg.sustain_z,
-            spike_score,
-        )
-        shift_score = _squash(shift, cfg.cusum_h)
-        self._condition(
-            Kind.LEVEL_SHIFT, ts, shift >= cfg.cusum_h, shift >= cfg.cusum_h / 4, shift_score
-        )
-        self._condition(Kind.STUCK, ts, stuck, same, stuck_score)
-        if fresh:
-            self.last_ts = ts
-        self.last_x = x
-        return max(spike_score, shift_score, stuck_score)
+        return same, stuck, stuck_score
 
     first_ts: float = 0.0
 
-    def _condition(self, kind: Kind, ts: float, trigger: bool, sustain: bool, score: float) -> None:
+    def _condition(
+        self,
+        kind: Kind,
+        ts: float,
+        trigger: bool,
+        sustain: bool,
+        score: float,
+        quiet_s: float = 0.0,
+    ) -> None:
         c = self.conditions.setdefault(kind, Condition())
         if sustain if c.active else trigger:
             c.since = c.since or ts
@@ -240,7 +326,8 @@ class NaiveStream:
             c.since, c.peak = 0.0, 0.0
             return
         c.calm = c.calm or ts
-        if ts - c.calm >= QUIET_S[kind] * (1 + 2 * max(c.flap - 1, 0)) * 1e6:
+        quiet = max(QUIET_S[kind], quiet_s)
+        if ts - c.calm >= quiet * (1 + 2 * max(c.flap - 1, 0)) * 1e6:
             self.conditions[kind] = Condition(flap=c.flap, opened=c.opened)
             self.events.append((kind, False, ts))
 
