@@ -290,6 +290,23 @@ def tail_learn(
 
 
 @inline_kernel
+def cusum_step(core: np.ndarray, r: int, pos: int, neg: int, z: float, cfg: np.ndarray) -> float:
+    """Advance the two-sided CUSUM in ``core[r, pos]`` and ``core[r, neg]``; return the larger.
+
+    Each reading adds at most ``cusum_clip`` (one spike is not a shift) less the allowance, and
+    neither sum passes ``cusum_cap`` (a long fault ends in bounded time).
+    """
+    zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
+    cap = cfg[S_CUSUM_CAP]
+    up = min(max(0.0, core[r, pos] + zc - cfg[S_CUSUM_K]), cap)
+    down = min(max(0.0, core[r, neg] - zc - cfg[S_CUSUM_K]), cap)
+    core[r, pos] = up
+    core[r, neg] = down
+    larger: float = max(up, down)
+    return larger
+
+
+@inline_kernel
 def score_of_rarity(decades: float) -> float:
     """A tail probability of 10 ** -decades as a score (see :func:`tail_score`)."""
     return min(1.0, max(0.0, (decades - 2.0) / SCORE_DECADES))
@@ -766,13 +783,7 @@ def stage_kernel(
         core[r, C_SMOOTH] = x if n == 0 else core[r, C_SMOOTH] + smooth_a * (x - core[r, C_SMOOTH])
         expected = core[r, C_EXPECTED]
         sigma = core[r, C_SIGMA]
-        zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
-        cap = cfg[S_CUSUM_CAP]
-        cp = min(max(0.0, core[r, C_CUSUM_POS] + zc - cfg[S_CUSUM_K]), cap)
-        cn = min(max(0.0, core[r, C_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), cap)
-        core[r, C_CUSUM_POS] = cp
-        core[r, C_CUSUM_NEG] = cn
-        shift = max(cp, cn)
+        shift = cusum_step(core, r, C_CUSUM_POS, C_CUSUM_NEG, z, cfg)
 
         # Congestion: speed well below the usual for the hour while the lane is full.
         congested = False
@@ -1072,14 +1083,9 @@ def neighbour_kernel(
                 core[r, C_NB_SHIFT_Q], core[r, C_NB_SHIFT_M] = SHIFT_PRIOR
             # One odd comparison, or a run of moderately odd ones (a station's own offset or
             # drift, which each reading alone would not show), as for the stream's own level.
-            zc = min(max(z, -cfg[S_CUSUM_CLIP]), cfg[S_CUSUM_CLIP])
-            cap = cfg[S_CUSUM_CAP]
-            cp = min(max(0.0, core[r, C_NB_CUSUM_POS] + zc - cfg[S_CUSUM_K]), cap)
-            cn = min(max(0.0, core[r, C_NB_CUSUM_NEG] - zc - cfg[S_CUSUM_K]), cap)
-            core[r, C_NB_CUSUM_POS] = cp
-            core[r, C_NB_CUSUM_NEG] = cn
+            apart = cusum_step(core, r, C_NB_CUSUM_POS, C_NB_CUSUM_NEG, z, cfg)
             odd = tail_score(core, r, C_NB_Q, abs(z)) if warm else 0.0
-            drifting = tail_score(core, r, C_NB_SHIFT_Q, max(cp, cn)) if warm else 0.0
+            drifting = tail_score(core, r, C_NB_SHIFT_Q, apart) if warm else 0.0
             score = max(odd, drifting)
             weight = cfg[S_PROTECT] if score >= cfg[S_CALM_SCORE] else 1.0
             cadence = core[r, C_CADENCE]
@@ -1090,7 +1096,7 @@ def neighbour_kernel(
             core[r, C_NB_SCORE] = score
             if warm:
                 tail_learn(core, r, C_NB_Q, abs(z), odd, cfg)
-                tail_learn(core, r, C_NB_SHIFT_Q, max(cp, cn), drifting, cfg)
+                tail_learn(core, r, C_NB_SHIFT_Q, apart, drifting, cfg)
                 core[r, C_NB_TS] = now_us
             n_events = condition_step(
                 conds,

@@ -88,7 +88,6 @@ class DetectionStage:
         zone: str | tzinfo | None = None,
     ) -> None:
         self.settings = settings or DetectionSettings()
-        self.zone = zone
         self._zone = offset_table(self.settings.utc_offset_s if zone is None else zone)
         self.scheme = scheme
         self.state = StreamState(capacity)

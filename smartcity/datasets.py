@@ -117,8 +117,9 @@ def metro_traffic(*, site: str = "i94-west", stream_id: int = 1) -> RealSeries:
     )
     keep = local.notna().to_numpy()
     info = StreamInfo(stream_id, "atr-301", "loop", "vehicle_count", "vehicles", "traffic", site)
-    order = np.argsort(_epoch_us(local[keep]), kind="stable")
-    ts_us = _epoch_us(local[keep])[order]
+    placed = _epoch_us(local[keep])
+    order = np.argsort(placed, kind="stable")
+    ts_us = placed[order]
     values = frame["traffic_volume"].to_numpy(dtype=np.float64)[keep][order]
     return RealSeries(info, ts_us, values)
 

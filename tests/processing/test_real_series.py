@@ -81,8 +81,8 @@ def test_the_same_defaults_serve_every_cadence(
 
 
 def test_messy_real_series_are_scored_without_errors() -> None:
-    counts = datasets.metro_traffic().values[:3000].copy()
-    ts = datasets.metro_traffic().ts_us[:3000].copy()
+    series = datasets.metro_traffic()
+    counts, ts = series.values[:3000].copy(), series.ts_us[:3000].copy()
     rng = np.random.default_rng(3)
     ts[100], ts[101] = ts[101], ts[100]  # out of order
     ts[200] = ts[199]  # repeated
