@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processing import _kernels as k  # noqa: E402
+from processing import seasonal, tails  # noqa: E402
 from processing.config import DetectionSettings  # noqa: E402
 from processing.hook import ReadingColumns  # noqa: E402
 from processing.stage import DetectionStage  # noqa: E402
@@ -93,7 +93,7 @@ def bench_kernel(batch: ReadingColumns, streams: int, repeat: int) -> float:
 
     def run() -> None:
         state = StreamState(streams)
-        k.baseline_kernel(
+        seasonal.baseline_kernel(
             rows,
             batch.ts_us,
             batch.values,
@@ -224,8 +224,8 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
             sigma = np.maximum(1.2533 * typical, floor + 0.01 * np.abs(expected))
             z = (xw - expected) / sigma
             # The main detector alone never learns its tail: it keeps the prior's "1 in 3,000".
-            q, m = k.SPIKE_PRIOR
-            usual = max(cfg.sustain_z, q + cfg.calm_score * k.SCORE_SPAN * m)
+            q, m = tails.SPIKE_PRIOR
+            usual = max(cfg.sustain_z, q + cfg.calm_score * tails.SCORE_SPAN * m)
             weight = np.where(np.abs(z) > usual, cfg.protect, 1.0)
             a = np.minimum(1 / cfg.level_readings, cad / cfg.level_tau_s)
             a = np.maximum(1 / (nw + 1), a) * weight

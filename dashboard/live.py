@@ -67,7 +67,7 @@ def changed_indices(before: NDArray[np.int8], after: NDArray[np.int8]) -> NDArra
 
 def next_full_bins(pool: ConnectionPool) -> pd.DataFrame:
     """Per district, the bin the detectors expect to be full first: site, next_bin, next_h."""
-    from processing import _kernels as k  # noqa: PLC0415  # the checkpoint's column numbers
+    from processing import layout as k  # noqa: PLC0415  # the checkpoint's column numbers
     from processing.state import saved_core_value  # noqa: PLC0415
 
     bins = queries.filling_bins(FORECAST_FROM_PERCENT, db=pool)

@@ -141,5 +141,5 @@ class DetectionSettings:
     quiet_readings: float = 3
 
     def as_array(self) -> NDArray[np.float64]:
-        """The values in field order, as the kernels index them (see ``_kernels.S_*``)."""
+        """The values in field order, as the kernels index them (see ``processing.layout.S_*``)."""
         return np.array([float(v) for v in asdict(self).values()], dtype=np.float64)

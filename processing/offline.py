@@ -83,7 +83,7 @@ def baseline_band(
     Returns:
         (score per reading, band times, expected, sigma), the band over the shown part only.
     """
-    from processing import _kernels as k  # noqa: PLC0415  # the state's column numbers
+    from processing import layout as k  # noqa: PLC0415  # the state's column numbers
 
     stage = DetectionStage(settings or replace(DetectionSettings(), warmup_s=0.0), capacity=1)
     scores = np.zeros(values.size)

@@ -30,13 +30,15 @@ from datetime import UTC, datetime, tzinfo
 import numpy as np
 from numpy.typing import NDArray
 
-from processing import _kernels as k
 from processing import aqi
+from processing import layout as k
 from processing.config import DetectionSettings
+from processing.fused import stage_kernel
 from processing.hook import ReadingColumns
 from processing.kinds import MIN_DURATION_S, QUIET_S, Kind
 from processing.state import StreamState
 from processing.streams import StreamInfo, fill_params, neighbour_groups
+from processing.sweeps import missing_kernel, neighbour_kernel
 from processing.zones import offset_table
 
 _EVENT_CAPACITY = 4096
@@ -185,7 +187,7 @@ class DetectionStage:
             state = self.state
             start = 0
             while start < rows.size:
-                start, count = k.stage_kernel(
+                start, count = stage_kernel(
                     rows, ts_us, values, start, state.core, state.slots, state.hours,
                     state.conds, state.params, self._cfg, self._zone, self._bands, self._rounds,
                     self._min_s, self._quiet_s, scores, self._events_buffer,
@@ -209,14 +211,14 @@ class DetectionStage:
             if used == 0:
                 return
             buffer = np.zeros((max(used, 16), k.N_EVENT))
-            count = k.missing_kernel(
+            count = missing_kernel(
                 state.core[:used], state.conds[:used], state.params[:used], self._cfg,
                 now_us, since.timestamp() * 1e6, buffer,
             )  # fmt: skip
             if count:
                 self._events.append(buffer[:count].copy())
             if self._members.size:
-                count = k.neighbour_kernel(
+                count = neighbour_kernel(
                     state.core, state.conds, state.params, self._cfg, now_us, self._members,
                     self._starts, self._min_s[Kind.NEIGHBOUR], self._quiet_s[Kind.NEIGHBOUR],
                     buffer,

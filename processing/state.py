@@ -1,8 +1,8 @@
 """Per-stream detector state: contiguous arrays that grow, and bytes for checkpoints.
 
-One row per sensor stream in each array (see ``_kernels`` for the fields). A row serialises to a
-fixed number of bytes tagged with :data:`STATE_VERSION`, so a checkpoint written by a different
-layout is ignored rather than misread.
+One row per sensor stream in each array (see ``processing.layout`` for the fields). A row
+serialises to a fixed number of bytes tagged with :data:`STATE_VERSION`, so a checkpoint written
+by a different layout is ignored rather than misread.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from processing import _kernels as k
+from processing import layout as k
 
-STATE_VERSION: Final = 3
+STATE_VERSION: Final = 4
 _WIDTHS: Final = (k.N_CORE, k.N_SLOTS * 3, 24 * 2, k.N_KINDS * k.N_COND)
 ROW_FLOATS: Final = sum(_WIDTHS)
 ROW_BYTES: Final = ROW_FLOATS * 8

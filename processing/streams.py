@@ -15,8 +15,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from processing import _kernels as k
 from processing import aqi
+from processing import layout as k
 
 
 @dataclass(frozen=True, slots=True)

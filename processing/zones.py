@@ -3,7 +3,7 @@
 Hour-of-day and weekday slots follow local time, which moves when clocks change. numba cannot
 call ``zoneinfo``, so the zone is turned once into rows ``(from_us, offset_s)`` sorted by time,
 covering 1970 to 2100; a kernel finds the row for a moment by bisection (see
-``_kernels.utc_offset_at``) and remembers it until the next change.
+``processing.seasonal``) and remembers it until the next change.
 
 Examples:
     >>> table = offset_table("Europe/London")

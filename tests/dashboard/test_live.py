@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from dashboard.app import open_pool
 from dashboard.live import CityState
-from processing import _kernels as k
+from processing import layout as k
 from processing.hook import ReadingColumns
 from processing.stage import DetectionStage
 from processing.state import saved_core_value

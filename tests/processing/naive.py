@@ -1,8 +1,8 @@
 """Plain-Python references for the numba kernels: one object per stream, readable before fast.
 
-They follow the same definitions as ``processing._kernels`` (documented there and in
-``docs/detection.md``) but are written independently, per stream and per reading, so a
-disagreement points at a bug in one of them.
+They follow the same definitions as the kernels (``processing.seasonal``, ``fused``, ``sweeps``
+and ``tails``, documented there and in ``docs/detection.md``) but are written independently,
+per stream and per reading, so a disagreement points at a bug in one of them.
 """
 
 from __future__ import annotations

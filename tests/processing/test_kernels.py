@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks.detection_speed import STEADY, fleet_readings, numpy_baseline
-from processing import _kernels as k
+from processing import layout as k
+from processing import seasonal
 from processing.config import DetectionSettings
 from processing.hook import ReadingColumns
 from processing.kinds import Kind
@@ -100,7 +101,7 @@ def test_warm_up_holds_scores_at_zero() -> None:
 def test_seasonal_slot_matches_reference(offset: float) -> None:
     rng = np.random.default_rng(7)
     for ts in rng.integers(0, 4_000_000_000_000_000, 500):
-        assert k.slot_of(float(ts), offset) == seasonal_slot(int(ts), offset)
+        assert seasonal.slot_of(float(ts), offset) == seasonal_slot(int(ts), offset)
 
 
 def test_batches_of_many_streams_match_one_stream_at_a_time() -> None:
@@ -141,7 +142,7 @@ def test_speed_benchmarks_numpy_twin_does_the_kernels_arithmetic() -> None:
     batch = fleet_readings(150, 90)
     state = StreamState(150)
     kernel_z = np.empty(len(batch))
-    k.baseline_kernel(
+    seasonal.baseline_kernel(
         batch.stream_ids.astype(np.int64), batch.ts_us, batch.values,
         state.core, state.slots, state.params, STEADY.as_array(), offset_table(0.0), kernel_z,
     )  # fmt: skip
