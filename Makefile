@@ -14,8 +14,9 @@ deps:
 test: deps
 	@scripts/venv.sh $(VENV) dev
 	$(VENV)/bin/python -m pytest
-	# The kernels once more as plain Python, so the JIT-compiled code is also covered by Python's rules.
-	NUMBA_DISABLE_JIT=1 $(VENV)/bin/python -m pytest -q tests/processing/test_kernels.py
+	# Detection once more as plain Python, so the JIT-compiled code is also covered by Python's rules
+	# (bounds, integer overflow, exceptions) and by coverage.
+	NUMBA_DISABLE_JIT=1 $(VENV)/bin/python -m pytest -q tests/processing
 
 lint:
 	@scripts/venv.sh $(VENV) dev

@@ -8,6 +8,7 @@ per stream and per reading, so a disagreement points at a bug in one of them.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from processing.config import DetectionSettings
@@ -69,6 +70,32 @@ class Tail:
             self.threshold = max(self.threshold - cfg.tail_rate * self.excess * 0.01, 0.0)
 
 
+@dataclass(frozen=True)
+class AirRule:
+    """A pollutant's averaging period, band lower bounds and the band that alerts."""
+
+    hours: int
+    bounds: tuple[float, ...]
+    alert_band: int
+    rounds: bool
+
+
+@dataclass
+class NeighbourView:
+    """How a stream usually sits against its neighbours' median, and the latest comparison."""
+
+    offset: float = 0.0
+    spread: float = 0.0
+    seen: int = 0
+    score: float = 0.0
+    compared_at: float = 0.0  # µs of the last comparison with warm neighbours
+    newest_compared: float = 0.0  # µs of the newest reading already compared
+    up: float = 0.0
+    down: float = 0.0
+    odd_tail: Tail = field(default_factory=Tail)
+    drift_tail: Tail = field(default_factory=Tail)
+
+
 @dataclass
 class Condition:
     """One alert condition with hysteresis."""
@@ -107,7 +134,23 @@ class NaiveStream:
     spike_tail: Tail = field(default_factory=Tail)
     shift_tail: Tail = field(default_factory=Tail)
     conditions: dict[Kind, Condition] = field(default_factory=dict)
-    events: list[tuple[Kind, bool, float]] = field(default_factory=list)
+    events: list[tuple[Kind, bool, float, float]] = field(default_factory=list)  # +peak score
+    # What the stream is: "generic", "speed", "occupancy", "fill", "bin_temperature" (others
+    # behave as generic here), its paired stream, whether it speaks for its sensor (missing
+    # data) and its air-quality rule.
+    kind: str = "generic"
+    partner: NaiveStream | None = None
+    lead: bool = False
+    air: AirRule | None = None
+    smooth: float = 0.0  # the unprotected ten-minute average
+    last_z: float = 0.0
+    slow_z: float = 0.0  # speed z averaged over about five minutes
+    fill_rate: float = 0.0  # %/h
+    hours_to_full: float = 0.0
+    hourly: dict[int, list[float]] = field(default_factory=dict)  # hour -> [sum, count]
+    newest_hour: float = -math.inf
+    air_mean: float = math.nan
+    neighbours: NeighbourView = field(default_factory=NeighbourView)
 
     def _sigma(self, spread: float, level: float) -> float:
         return max(SIGMA_PER_MAD * spread, self.floor + 0.01 * abs(level))
@@ -195,7 +238,7 @@ class NaiveStream:
         return 0.0, self.fast.spread
 
     def step(self, ts: float, x: float) -> float:
-        """One reading through every generic detector and condition; returns its score."""
+        """One reading through every per-reading detector and condition; returns its score."""
         cfg = self.settings
         if self.conditions.get(Kind.MISSING, Condition()).active:
             self._condition(Kind.MISSING, ts, False, False, 0.0)
@@ -204,6 +247,7 @@ class NaiveStream:
         if impossible:
             self.last_ts = max(self.last_ts, ts)
             return 1.0
+        seen_before = self.n
         fresh = ts > self.last_ts
         if self.n > 0 and fresh:
             gap = (ts - self.last_ts) / 1e6
@@ -218,23 +262,39 @@ class NaiveStream:
             and self.n >= cfg.warmup_readings
             and ts - self.first_ts >= cfg.warmup_s * 1e6
         )
+        # A bin emptied: a collection round, from which the level starts again.
+        collected = self.kind == "fill" and self.n > 0 and fresh and x - self.last_x < -15
+        if collected:
+            self.fast.level = x
+            self.smooth = x
+            self.fill_rate = 0.0
+            self.up = self.down = 0.0
+        smooth_before = self.smooth
         z = self.baseline(ts, x)
+        share = max(1 / (seen_before + 1), min(1.0, self.cadence / 600))
+        self.smooth = x if seen_before == 0 else self.smooth + share * (x - self.smooth)
         clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
         self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), cfg.cusum_cap)
         self.down = min(max(0.0, self.down - clipped - cfg.cusum_k), cfg.cusum_cap)
         shift = max(self.up, self.down)
 
+        jammed = self._congestion(ts, z, warm, seen_before)
+        statistical = self.kind != "fill" and not collected and not jammed
+        recent = max(600.0, 2 * self.cadence + 60) * 1e6
+        explained = (
+            ts - self.neighbours.compared_at <= recent and self.neighbours.score < cfg.calm_score
+        )
         level_active = self.conditions.get(Kind.LEVEL_SHIFT, Condition()).active
-        spike_score = self.spike_tail.score(abs(z))
-        shift_score = self.shift_tail.score(shift)
-        if warm:
+        spike_score = self.spike_tail.score(abs(z)) if statistical else 0.0
+        shift_score = self.shift_tail.score(shift) if statistical else 0.0
+        if statistical and warm:
             self.spike_tail.learn(abs(z), spike_score, cfg)
             self.shift_tail.learn(shift, shift_score, cfg)
         slow = cfg.quiet_readings * self.cadence
         self._condition(
             Kind.SPIKE,
             ts,
-            not level_active and spike_score >= cfg.alert_score,
+            statistical and not level_active and spike_score >= cfg.alert_score,
             spike_score >= cfg.calm_score,
             spike_score,
             slow,
@@ -242,16 +302,94 @@ class NaiveStream:
         self._condition(
             Kind.LEVEL_SHIFT,
             ts,
-            shift_score >= cfg.alert_score,
+            statistical and shift_score >= cfg.alert_score and not explained,
             shift_score >= cfg.calm_score,
             shift_score,
             slow,
         )
         self._condition(Kind.STUCK, ts, stuck, same, stuck_score, slow)
+        if self.kind == "fill":
+            self._overflow(ts, x, fresh and seen_before > 0 and not collected, smooth_before)
+        elif self.kind == "bin_temperature":
+            hot = x >= cfg.fire_c or (warm and z >= cfg.fire_z and x >= 40)
+            warmish = x >= cfg.fire_c - 10 or (warm and z >= cfg.sustain_z and x >= 30)
+            self._condition(Kind.FIRE, ts, hot, warmish, float(hot))
+        if self.air is not None:
+            self._air_quality(ts, x)
+        self.last_z = z
         if fresh:
             self.last_ts = ts
         self.last_x = x
         return max(spike_score, shift_score, stuck_score)
+
+    def _congestion(self, ts: float, z: float, warm: bool, seen_before: int) -> bool:
+        """Speed far below the hour's usual while the lane is full; True while it is pending."""
+        cfg = self.settings
+        partner = self.partner
+        if partner is None:
+            return False
+        if self.kind == "occupancy":
+            return partner.conditions.get(Kind.CONGESTION, Condition()).since > 0
+        if self.kind != "speed":
+            return False
+        near = abs(partner.last_ts - ts) <= (3 * self.cadence + 1) * 1e6
+        full = near and (partner.last_z >= cfg.congestion_occupancy_z or partner.last_x >= 60)
+        half = near and (partner.last_z >= cfg.congestion_occupancy_z / 2 or partner.last_x >= 45)
+        share = min(1.0, self.cadence / 300) if seen_before > 0 else 1.0
+        self.slow_z += share * (z - self.slow_z)
+        slow = z <= cfg.congestion_speed_z or self.slow_z <= cfg.congestion_mean_z
+        slowish = z <= cfg.congestion_speed_z / 2 or self.slow_z <= cfg.congestion_mean_z / 2
+        congested = warm and slow and full
+        score = max(_squash(-z, 3.0), 0.5) if congested else 0.0
+        self._condition(Kind.CONGESTION, ts, congested, warm and slowish and half, score)
+        return self.conditions[Kind.CONGESTION].since > 0
+
+    def _overflow(self, ts: float, x: float, filling: bool, smooth_before: float) -> None:
+        """The fill rate from the ten-minute average, time to full, and the overflow warning."""
+        cfg = self.settings
+        if filling:
+            hours = (ts - self.last_ts) / 3.6e9
+            slope = (self.smooth - smooth_before) / hours if hours > 0 else 0.0
+            self.fill_rate += min(1.0, 4 * hours) * (slope - self.fill_rate)
+        rate = self.fill_rate
+        fill = max(x, self.smooth + max(rate, 0.0) / 6)  # where the average will be in 10 min
+        to_full = (100 - fill) / rate if rate > 0.1 else math.inf
+        self.hours_to_full = max(to_full, 0.0)
+        soon = fill >= cfg.fill_soon_from and to_full <= cfg.fill_soon_h
+        self._condition(
+            Kind.OVERFLOW,
+            ts,
+            x >= cfg.fill_warn or soon,
+            x >= cfg.fill_warn - 10 or (soon and to_full <= 2 * cfg.fill_soon_h),
+            max(_squash(x / cfg.fill_warn, 1.0), 0.9 if soon else 0.0),
+        )
+
+    def _air_quality(self, ts: float, x: float) -> None:
+        """The band of the mean of hourly means over the pollutant's averaging period."""
+        rule = self.air
+        assert rule is not None
+        hour = math.floor(ts / 3.6e9)
+        if hour > self.newest_hour:
+            self.newest_hour = hour
+            self.hourly = {h: v for h, v in self.hourly.items() if h > hour - 24}
+        if hour > self.newest_hour - 24:
+            bucket = self.hourly.setdefault(hour, [0.0, 0.0])
+            bucket[0] += x
+            bucket[1] += 1
+        period = [self.hourly.get(int(self.newest_hour) - j) for j in range(rule.hours)]
+        means = [total / count for total, count in filter(None, period)]
+        band = 0
+        if means and len(means) >= 0.75 * rule.hours:  # three quarters of the period
+            self.air_mean = sum(means) / len(means)
+            band = aq_band(means, list(rule.bounds), rounds=rule.rounds)
+        else:
+            self.air_mean = math.nan
+        top = sum(1 for bound in rule.bounds if math.isfinite(bound))
+        above = band - rule.alert_band + 1
+        score = min(1.0, 0.5 + 0.5 * above / (top - rule.alert_band + 1)) if above > 0 else 0.0
+        self._condition(
+            Kind.AIR_QUALITY, ts, band >= rule.alert_band, band >= rule.alert_band - 1, score
+        )
 
     def _stuck(self, ts: float, x: float, fresh: bool) -> tuple[bool, bool, float]:
         """The run of identical values: (same as the last, stuck, its score)."""
@@ -287,12 +425,14 @@ class NaiveStream:
             warm
             and self.run >= need
             and ts - self.run_start >= cfg.stuck_min_s * 1e6
+            and x < self.high  # pinned at the top of the range is saturated (a full bin)
             and not self.run_at_bottom
         )
         stuck_score = 0.0
         if warm and self.run >= cfg.stuck_min_run and not self.run_at_bottom:
-            chance = min(max(self.repeat_p, 1e-3), 0.95) ** (self.run - 1)
-            stuck_score = min(1.0, max(0.0, (-math.log10(chance) - 2) / 3))
+            # A run this long has chance p^(run - 1): its rarity in decades, without underflow.
+            decades = -(self.run - 1) * math.log10(min(max(self.repeat_p, 1e-3), 0.95))
+            stuck_score = min(1.0, max(0.0, (decades - 2) / 3))
 
         return same, stuck, stuck_score
 
@@ -320,7 +460,7 @@ class NaiveStream:
                 )
                 c.flap = c.flap * decay + 1
                 c.active, c.opened = True, ts
-                self.events.append((kind, True, ts))
+                self.events.append((kind, True, ts, c.peak))
             return
         if not c.active:
             c.since, c.peak = 0.0, 0.0
@@ -329,7 +469,7 @@ class NaiveStream:
         quiet = max(QUIET_S[kind], quiet_s)
         if ts - c.calm >= quiet * (1 + 2 * max(c.flap - 1, 0)) * 1e6:
             self.conditions[kind] = Condition(flap=c.flap, opened=c.opened)
-            self.events.append((kind, False, ts))
+            self.events.append((kind, False, ts, c.peak))
 
 
 def _learn(state: Ewm, x: float, rate: float, clip: bool, sigma: float) -> Ewm:
@@ -352,3 +492,97 @@ def aq_band(hourly_means: list[float], lower_bounds: list[float], *, rounds: boo
     mean = sum(hourly_means) / len(hourly_means)
     value = math.floor(mean + 0.5) if rounds else mean
     return sum(1 for bound in lower_bounds if value >= bound)
+
+
+@dataclass
+class NaiveCity:
+    """Streams that know each other: partners, the missing-data sweep and the neighbour sweep.
+
+    ``groups`` lists the streams compared with each other (same metric, same district), each in
+    the order the stage keeps them.
+    """
+
+    streams: dict[int, NaiveStream] = field(default_factory=dict)
+    groups: list[list[int]] = field(default_factory=list)
+    events: list[tuple[int, Kind, bool, float, float]] = field(default_factory=list)
+
+    def step(self, stream_id: int, ts: float, x: float) -> float:
+        """One reading of one stream; its events join the city's."""
+        stream = self.streams[stream_id]
+        before = len(stream.events)
+        score = stream.step(ts, x)
+        self._collect(stream_id, stream, before)
+        return score
+
+    def sweep(self, now: float, since: float) -> None:
+        """Missing data for every stream, then each neighbour group, as the stage sweeps."""
+        cfg = next(iter(self.streams.values())).settings
+        for stream_id, stream in self.streams.items():
+            if not stream.lead or stream.n < 2 or stream.cadence <= 0:
+                continue
+            before = len(stream.events)
+            limit = max(cfg.missing_factor * stream.cadence, cfg.missing_min_s)
+            gap = (now - max(stream.last_ts, since)) / 1e6
+            silent = gap > limit
+            score = _squash(gap / limit, 1.0) if silent else 0.0
+            stream._condition(Kind.MISSING, now, silent, silent, score)
+            self._collect(stream_id, stream, before)
+        for group in self.groups:
+            self._compare(group, now)
+
+    def _compare(self, group: list[int], now: float) -> None:
+        cfg = next(iter(self.streams.values())).settings
+        fresh = [
+            i
+            for i in group
+            if self.streams[i].n >= cfg.warmup_readings
+            and self.streams[i].cadence > 0
+            and now - self.streams[i].last_ts <= (3 * self.streams[i].cadence + 60) * 1e6
+        ]
+        if len(fresh) < cfg.neighbour_min_members:
+            return
+        median = statistics.median(self.streams[i].smooth for i in fresh)
+        for stream_id in fresh:
+            stream = self.streams[stream_id]
+            view = stream.neighbours
+            if stream.last_ts <= view.newest_compared:
+                continue  # nothing new since the last sweep
+            view.newest_compared = stream.last_ts
+            before = len(stream.events)
+            offset = stream.smooth - median
+            sigma = max(SIGMA_PER_MAD * view.spread, stream.floor + 0.05 * abs(median))
+            z = (offset - view.offset) / sigma if view.seen else 0.0
+            warm = view.seen >= cfg.warmup_readings
+            usual = view.offset
+            if view.seen == 0:
+                usual = offset
+                view.odd_tail, view.drift_tail = Tail(3.0, 1.0), Tail(4.0, 2.0)
+            clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
+            view.up = min(max(0.0, view.up + clipped - cfg.cusum_k), cfg.cusum_cap)
+            view.down = min(max(0.0, view.down - clipped - cfg.cusum_k), cfg.cusum_cap)
+            apart = max(view.up, view.down)
+            odd = view.odd_tail.score(abs(z)) if warm else 0.0
+            drifting = view.drift_tail.score(apart) if warm else 0.0
+            score = max(odd, drifting)
+            rate = max(1 / (view.seen + 1), min(0.5, stream.cadence / cfg.neighbour_tau_s))
+            rate *= cfg.protect if score >= cfg.calm_score else 1.0
+            view.offset = usual + rate * (offset - usual)
+            view.spread += rate * (abs(offset - usual) - view.spread)
+            view.seen += 1
+            view.score = score
+            if warm:
+                view.odd_tail.learn(abs(z), odd, cfg)
+                view.drift_tail.learn(apart, drifting, cfg)
+                view.compared_at = now
+            stream._condition(
+                Kind.NEIGHBOUR,
+                now,
+                score >= cfg.alert_score,
+                score >= cfg.calm_score,
+                score,
+                cfg.quiet_readings * stream.cadence,
+            )
+            self._collect(stream_id, stream, before)
+
+    def _collect(self, stream_id: int, stream: NaiveStream, before: int) -> None:
+        self.events.extend((stream_id, *event) for event in stream.events[before:])

@@ -64,8 +64,11 @@ def test_stage_kernel_matches_reference(name: str) -> None:
         [reference.step(float(t), float(v)) for t, v in zip(ts, values, strict=False)]
     )
     np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
-    got = [(e.kind, e.opened, round(e.at.timestamp() * 1e6)) for e in stage.drain()]
-    assert got == [(kind, opened, round(at)) for kind, opened, at in reference.events]
+    events = stage.drain()
+    got = [(e.kind, e.opened, round(e.at.timestamp() * 1e6)) for e in events]
+    assert got == [(kind, opened, round(at)) for kind, opened, at, _ in reference.events]
+    peaks = [peak for *_, peak in reference.events]
+    np.testing.assert_allclose([e.score for e in events], peaks, rtol=1e-9, atol=1e-12)
     assert np.isfinite(stage.state.core[: stage.streams]).all() or name == "constant"
 
 
