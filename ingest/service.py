@@ -305,6 +305,7 @@ def detection_for(config: IngestConfig) -> DetectionService:
         checkpoint_every_s=config.checkpoint_every_s,
         per_site_per_minute=config.alerts_per_site_per_minute,
         zone=zone,
+        clock=config.detection_clock,
     )
     stage = DetectionStage(settings, scheme=config.aqi_scheme, zone=zone)
     return DetectionService(stage, options=options, publisher=publisher)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from processing.clock import ReadingsClock
 from processing.config import DetectionSettings
 from processing.hook import ReadingColumns
 from processing.stage import DetectionStage, Event
@@ -128,14 +128,13 @@ def replay(
         return events, scores
     if (np.diff(ts_us) < 0).any():
         raise ValueError("readings must be in time order")
-    batch_us = int(batch_s * 1e6)
-    window = ts_us // batch_us
+    window = ts_us // int(batch_s * 1e6)
     cuts = np.flatnonzero(np.diff(window)) + 1
-    since = datetime.fromtimestamp(int(ts_us[0]) / 1e6, UTC)
+    clock = ReadingsClock(stage, window_s=batch_s)
     for lo, hi in itertools.pairwise([0, *cuts.tolist(), values.size]):
         columns = ReadingColumns(stream_ids[lo:hi], ts_us[lo:hi], values[lo:hi])
-        stage.process(columns, out_score=scores[lo:hi])
-        end = (int(window[lo]) + 1) * batch_us
-        stage.sweep(datetime.fromtimestamp(end / 1e6, UTC), since=since)
+        clock(columns, out_score=scores[lo:hi])
         events.extend(stage.drain())
+    clock.sweep()
+    events.extend(stage.drain())
     return events, scores

@@ -14,16 +14,23 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Literal
+
+import numpy as np
 
 from ingest.mqtt import MqttError
 from processing.alerts import AlertStore, Opening, Pool
+from processing.clock import ReadingsClock
 from processing.explain import DEFAULT_ZONE, explain
+from processing.hook import BatchHook, ReadingColumns
 from processing.kinds import Kind, severity
 from processing.publish import AlertPublisher
 from processing.stage import DetectionStage, Event
 from processing.streams import StreamInfo
 
 log = logging.getLogger(__name__)
+
+MAX_WAITING_READINGS = 200_000  # held for undescribed streams before they are judged anyway
 
 _DESCRIBE = (
     "SELECT s.stream_id, s.device_id, s.sensor, s.metric, s.unit, d.family, d.site"
@@ -37,13 +44,20 @@ _SAVE = (
 
 @dataclass(frozen=True, slots=True)
 class DetectionOptions:
-    """How often the service does its periodic work, and its limits."""
+    """How often the service does its periodic work, and its limits.
+
+    Attributes:
+        clock: ``wall`` runs the sweeps (missing data, neighbours) every ``sweep_every_s`` of real
+            time; ``readings`` runs them at the end of every hour of acquisition time the readings
+            reach, for history replayed faster than it happened (:mod:`processing.clock`).
+    """
 
     tick_s: float = 1.0
     sweep_every_s: float = 10.0
     checkpoint_every_s: float = 300.0
     per_site_per_minute: int = 30
     zone: tzinfo = DEFAULT_ZONE
+    clock: Literal["wall", "readings"] = "wall"
 
 
 class DetectionService:
@@ -66,15 +80,43 @@ class DetectionService:
         self.options = options or DetectionOptions()
         self.publisher = publisher
         self.started = datetime.now(UTC)
+        self._detect: BatchHook = self.stage
+        if self.options.clock == "readings":
+            self._detect = ReadingsClock(self.stage)
+        # Readings of streams not yet described wait (in order) for the next step to describe
+        # them, so a new sensor's first readings are judged as what it is. Ingest calls the hook
+        # and runs the service on the same event loop thread.
+        self._described = np.zeros(1024, dtype=bool)
+        self._waiting: list[ReadingColumns] = []
+        self._waiting_readings = 0
         self._deferred: dict[tuple[int, Kind], Event] = {}
         self.opened = 0
         self.resolved = 0
         self.deferred = 0
 
     @property
-    def hook(self) -> DetectionStage:
+    def hook(self) -> BatchHook:
         """What ingest calls with each committed batch."""
-        return self.stage
+        return self._take
+
+    def _take(self, batch: ReadingColumns) -> None:
+        ids = batch.stream_ids
+        known = ids.size == 0 or (
+            int(ids.max()) < self._described.size and bool(self._described[ids].all())
+        )
+        if not self._waiting and known:
+            self._detect(batch)
+            return
+        self._waiting.append(batch)
+        self._waiting_readings += len(batch)
+        if self._waiting_readings > MAX_WAITING_READINGS:
+            log.warning("judging %d readings of undescribed streams", self._waiting_readings)
+            self._release()
+
+    def _release(self) -> None:
+        waiting, self._waiting, self._waiting_readings = self._waiting, [], 0
+        for batch in waiting:
+            self._detect(batch)
 
     async def prepare(self, pool: Pool) -> int:
         """Learn every registered stream and restore checkpointed state; call before ingesting.
@@ -105,7 +147,7 @@ class DetectionService:
                 await asyncio.wait_for(stopping.wait(), options.tick_s)
             try:
                 now = time.monotonic()
-                if now >= next_sweep:
+                if now >= next_sweep and options.clock == "wall":
                     next_sweep = now + options.sweep_every_s
                     self.stage.sweep(datetime.now(UTC), since=self.started)
                 await self.step(pool, store)
@@ -122,9 +164,13 @@ class DetectionService:
 
     async def step(self, pool: Pool, store: AlertStore) -> None:
         """Write the stage's transitions as alerts, retry deferred ones, publish the outbox."""
-        unknown = [s for s in self.stage.stream_ids() if s not in self.stage.infos]
+        seen = set(self.stage.stream_ids())
+        for batch in self._waiting:
+            seen.update(np.unique(batch.stream_ids).tolist())
+        unknown = {s for s in seen if s not in self.stage.infos}
         if unknown:
-            await self._describe(pool, unknown)
+            await self._describe(pool, sorted(unknown))
+        self._release()
         pending = list(self._deferred.values())
         self._deferred.clear()
         # A deferred opening is still wanted only while its condition lasts.
@@ -189,9 +235,17 @@ class DetectionService:
                     _DESCRIBE + " WHERE s.stream_id = ANY(%s)", (stream_ids,)
                 )
             rows = await cursor.fetchall()
-        self.stage.describe(
+        infos = [
             StreamInfo(
                 int(str(r[0])), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6])
             )
             for r in rows
-        )
+        ]
+        self.stage.describe(infos)
+        if infos:
+            top = max(i.stream_id for i in infos)
+            if top >= self._described.size:
+                grown = np.zeros(max(top + 1, 2 * self._described.size), dtype=bool)
+                grown[: self._described.size] = self._described
+                self._described = grown
+            self._described[[i.stream_id for i in infos]] = True

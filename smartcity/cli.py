@@ -128,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     from api import cli as api_cli  # noqa: PLC0415  # argument definitions only
-    from smartcity import devices_cli, history_cli, users_cli  # noqa: PLC0415
+    from smartcity import devices_cli, history_cli, replay_cli, users_cli  # noqa: PLC0415
 
     history_cli.add_parsers(commands)
     history_cli.add_import_parser(commands)
@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     devices_cli.add_parser(commands)
     api_cli.add_tokens_parser(commands)
     users_cli.add_parser(commands)
+    replay_cli.add_parser(commands)
     return top
 
 

@@ -248,3 +248,21 @@ async def test_a_restart_restores_detector_state_and_opens_no_alert_storm(
     # Stopped gracefully: every transition the sweep and the readings caused has been written.
     assert detection.opened == 0
     assert rows(dsn, "SELECT count(*) FROM alerts") == before
+
+
+async def test_a_new_sensors_first_reading_is_judged_as_what_it_is(
+    broker: BrokerAddress, database: Database, unique_site: str
+) -> None:
+    """Its stream is created by that reading; detection waits to learn it is an air station's
+    temperature (plausible to 55 °C) instead of judging an unknown series."""
+    device = "aq-new-1"
+    register(database.dsn, [(device, unique_site)])
+    config = ingest_config(broker, database.dsn, alert_topic_prefix="")
+    at = datetime.now(UTC).replace(microsecond=0)
+    reading = Reading("aq", "temperature", 80.0, "degC", at)
+    payload = encode_batch(Batch(device, 1, (reading,), at))
+    async with running_ingest(config):
+        publish_all(broker, [(f"city/v1/{unique_site}/{device}/telemetry", payload)])
+        assert await eventually(lambda: len(rows(database.dsn, "SELECT 1 FROM alerts")) == 1, 30)
+    [(kind, value)] = rows(database.dsn, "SELECT kind, value FROM alerts")
+    assert (kind, value) == ("impossible", 80.0)
