@@ -18,6 +18,8 @@ import numpy as np
 from processing.hook import ReadingColumns
 from processing.stage import DetectionStage
 
+MAX_CATCH_UP = 168  # windows swept one by one through a silence (a week of hours)
+
 
 class ReadingsClock:
     """A detection hook that feeds ``stage`` and sweeps whenever the readings pass a window's end.
@@ -48,16 +50,15 @@ class ReadingsClock:
         if self._since is None:
             self._since = datetime.fromtimestamp(int(ts_us[0]) / 1e6, UTC)
         # Readings in the current window or before it go in at once; each later window is
-        # preceded by the sweep closing the window before it.
+        # preceded by the sweeps closing the windows before it.
         floor = windows[0] if self._window is None else self._window
         cuts = np.flatnonzero(np.diff(np.maximum(windows, floor))) + 1
         scores = np.empty(len(batch))
         for lo, hi in itertools.pairwise([0, *cuts.tolist(), len(batch)]):
             window = int(windows[hi - 1])
-            if self._window is not None and window > self._window:
-                self.sweep()
-            if self._window is None or window > self._window:
+            if self._window is None:
                 self._window = window
+            self._catch_up(window)
             pick = order[lo:hi]
             part = ReadingColumns(batch.stream_ids[pick], ts_us[lo:hi], batch.values[pick])
             self.stage.process(part, out_score=scores[lo:hi])
@@ -70,3 +71,17 @@ class ReadingsClock:
             return
         end = (self._window + 1) * self._window_us
         self.stage.sweep(datetime.fromtimestamp(end / 1e6, UTC), since=self._since)
+
+    def _catch_up(self, window: int) -> None:
+        """Sweep the end of every window before ``window``, as a live worker would have.
+
+        Through a silence of the whole city (nothing arrives to move the clock) a live worker
+        kept sweeping: that is when missing data is noticed. A silence longer than
+        ``MAX_CATCH_UP`` windows is swept at its first windows and its last.
+        """
+        assert self._window is not None
+        passed = window - self._window
+        for step in range(passed):
+            if step < MAX_CATCH_UP or step == passed - 1:
+                self.sweep()  # closes self._window
+            self._window += 1

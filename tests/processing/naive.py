@@ -378,12 +378,11 @@ class NaiveStream:
             bucket[1] += 1
         period = [self.hourly.get(int(self.newest_hour) - j) for j in range(rule.hours)]
         means = [total / count for total, count in filter(None, period)]
-        band = 0
-        if means and len(means) >= 0.75 * rule.hours:  # three quarters of the period
-            self.air_mean = sum(means) / len(means)
-            band = aq_band(means, list(rule.bounds), rounds=rule.rounds)
-        else:
+        if not means or len(means) < 0.75 * rule.hours:  # three quarters of the period
             self.air_mean = math.nan
+            return  # too little seen to say anything, either way
+        self.air_mean = sum(means) / len(means)
+        band = aq_band(means, list(rule.bounds), rounds=rule.rounds)
         top = sum(1 for bound in rule.bounds if math.isfinite(bound))
         above = band - rule.alert_band + 1
         score = min(1.0, 0.5 + 0.5 * above / (top - rule.alert_band + 1)) if above > 0 else 0.0

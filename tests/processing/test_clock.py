@@ -87,3 +87,24 @@ def test_a_late_reading_does_not_take_the_clock_back() -> None:
     assert swept == before  # no sweep for a window already closed
     assert all(b > a for a, b in itertools.pairwise(swept))
     assert len(swept) == (int(readings.ts_us[99]) // HOUR) - (int(readings.ts_us[0]) // HOUR)
+
+
+def test_a_silence_of_the_whole_city_is_noticed_while_it_lasts() -> None:
+    """One counter, hourly, silent for ten hours: nothing arrives to move the clock, yet the
+    missing-data alert opens during the silence, when a live worker's sweep would have."""
+    info = StreamInfo(1, "loop-1", "loop", "vehicle_count", "", "traffic", "north")
+    stage = DetectionStage(DetectionSettings(warmup_s=0.0))
+    stage.describe([info])
+    hours = np.r_[np.arange(48), np.arange(58, 70)]
+    clock = ReadingsClock(stage)
+    events: list[Event] = []
+    for hour in hours.tolist():
+        ts = np.array([T0 + hour * HOUR], np.int64)
+        clock(ReadingColumns(np.ones(1, np.int32), ts, np.array([100.0 + hour % 3])))
+        events.extend(stage.drain())
+    missing = [
+        (e.opened, (e.at.timestamp() * 1e6 - T0) / HOUR) for e in events if e.kind.slug == "missing"
+    ]
+    assert missing[0][0] is True
+    assert 48 < missing[0][1] < 58  # during the silence, about five cadences in
+    assert missing[1] == (False, 58)  # over with the first reading back

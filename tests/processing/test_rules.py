@@ -104,3 +104,25 @@ def test_a_bin_filling_fast_warns_before_it_is_full() -> None:
     warned = _opened(events, Kind.OVERFLOW)
     assert warned
     assert warned[0].value < 90  # warned by time-to-full, before the 90 % rule
+
+
+def test_an_air_quality_alert_holds_through_an_outage_instead_of_closing_and_reopening() -> None:
+    """Back from a 12-hour outage, the 24-hour PM2.5 mean covers too little of its period to
+    say the air is clean: the alert stays open, then resolves once the air really is clean."""
+    stage = _air_district(1)
+    hourly = [90.0] * 30 + [np.nan] * 12 + [90.0] * 4 + [5.0] * 40  # µg/m³, one reading an hour
+    t0 = int(MONDAY.timestamp() * 1e6)
+    events: list[Event] = []
+    for hour, value in enumerate(hourly):
+        if np.isfinite(value):
+            ts = np.array([t0 + hour * 60 * MINUTE_US], np.int64)
+            stage.process(ReadingColumns(np.zeros(1, np.int32), ts, np.array([value])))
+        events.extend(stage.drain())
+    air = [
+        (e.opened, round((e.at.timestamp() * 1e6 - t0) / 3.6e9))
+        for e in events
+        if e.kind is Kind.AIR_QUALITY
+    ]
+    assert air[0] == (True, 17)  # 18 hours: three quarters of the period
+    assert len(air) == 2  # one alert, one resolution: nothing closed and reopened by the gap
+    assert air[1] == (False, 60)  # the day's mean is clean again (not at hour 43, mid-gap)
