@@ -225,7 +225,7 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
             z = (xw - expected) / sigma
             # The main detector alone never learns its tail: it keeps the prior's "1 in 3,000".
             q, m = tails.SPIKE_PRIOR
-            usual = max(cfg.sustain_z, q + cfg.calm_score * tails.SCORE_SPAN * m)
+            usual = max(cfg.sustain_z, q + tails.excess_at(cfg.calm_score) * m)
             weight = np.where(np.abs(z) > usual, cfg.protect, 1.0)
             a = np.minimum(1 / cfg.level_readings, cad / cfg.level_tau_s)
             a = np.maximum(1 / (nw + 1), a) * weight

@@ -297,6 +297,7 @@ def stage_kernel(
         core[r, C_SMOOTH] = x if n == 0 else core[r, C_SMOOTH] + smooth_a * (x - core[r, C_SMOOTH])
         expected = core[r, C_EXPECTED]
         sigma = core[r, C_SIGMA]
+        shift_before = max(core[r, C_CUSUM_POS], core[r, C_CUSUM_NEG])
         shift = cusum_step(core, r, C_CUSUM_POS, C_CUSUM_NEG, z, cfg)
 
         # Congestion: speed well below the usual for the hour while the lane is full.
@@ -490,7 +491,8 @@ def stage_kernel(
             )
 
         core[r, C_LAST_Z] = z
-        score = max(spike_score, shift_score, stuck_score)
+        # A reading's score is what it adds: a shift already seen scores again only as it grows.
+        score = max(spike_score, shift_score if shift > shift_before else 0.0, stuck_score)
         core[r, C_SCORE] = score
         out_score[i - 1] = score
         if fresh:

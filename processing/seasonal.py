@@ -52,7 +52,7 @@ from processing.layout import (
     US,
     WARM_UP_GUARD_FROM,
 )
-from processing.tails import SCORE_SPAN, SHIFT_PRIOR, SPIKE_PRIOR
+from processing.tails import SHIFT_PRIOR, SPIKE_PRIOR, excess_at
 
 
 @kernel
@@ -210,6 +210,7 @@ def baseline_range(
     those itself and passes one finite reading at a time.
     """
     warm_count = cfg[S_SLOT_WARM]
+    calm_excess = excess_at(cfg[S_CALM_SCORE])
     z = 0.0
     for i in range(lo, hi):
         r = rows[i]
@@ -279,7 +280,7 @@ def baseline_range(
             cadence = core[r, C_CADENCE]
             limit = cfg[S_SUSTAIN_Z]
             if core[r, C_SPIKE_M] > 0.0:
-                usual = core[r, C_SPIKE_Q] + cfg[S_CALM_SCORE] * SCORE_SPAN * core[r, C_SPIKE_M]
+                usual = core[r, C_SPIKE_Q] + calm_excess * core[r, C_SPIKE_M]
                 limit = max(limit, usual)
             weight = cfg[S_PROTECT] if abs(z) > limit else 1.0
             a = min(1.0 / cfg[S_LEVEL_READINGS], cadence / cfg[S_LEVEL_TAU])

@@ -17,7 +17,10 @@ from processing.layout import S_CALM_SCORE, S_CUSUM_CAP, S_CUSUM_CLIP, S_CUSUM_K
 
 TAIL_SHARE = 0.01
 SCORE_DECADES = 3.0
-SCORE_SPAN = SCORE_DECADES * math.log(10.0)  # mean excesses from the threshold to a score of 1
+# Beyond the threshold the tail is generalised Pareto with this shape, heavier than exponential:
+# real city data is (episodes, fronts), and the shape cannot be learned from excesses that
+# leave the unusual out of learning.
+TAIL_SHAPE = 0.2
 EXCESS_CAP = 6.0  # largest excess one reading teaches, in mean excesses
 EXCESS_FLOOR = 0.25
 SPIKE_PRIOR = (3.0, 1.0)  # threshold and mean excess before a stream's own are learned
@@ -37,14 +40,24 @@ def tail_score(core: np.ndarray, r: int, field: int, strength: float) -> float:
     """How rare ``strength`` is under the stream's tail model in ``core[r, field:field + 2]``.
 
     -log10 of the tail probability, mapped from 2 (1 in 100, score 0) to 5 (1 in 100,000,
-    score 1); 0 while the model is not yet set up.
+    score 1), under a generalised Pareto tail of shape ``TAIL_SHAPE`` and mean excess ``m``; 0
+    while the model is not yet set up.
     """
     q = core[r, field]
     m = core[r, field + 1]
     if m <= 0.0 or strength <= q:
         return 0.0
-    score: float = min(1.0, (strength - q) / (SCORE_SPAN * m))
+    scale = m * (1.0 - TAIL_SHAPE)  # the Pareto scale whose mean excess is m
+    decades = math.log10(1.0 + TAIL_SHAPE * (strength - q) / scale) / TAIL_SHAPE
+    score: float = min(1.0, decades / SCORE_DECADES)
     return score
+
+
+@inline_kernel
+def excess_at(score: float) -> float:
+    """The excess over the threshold, in mean excesses, at which a tail model gives ``score``."""
+    rise: float = 10.0 ** (TAIL_SHAPE * SCORE_DECADES * score) - 1.0
+    return (1.0 - TAIL_SHAPE) / TAIL_SHAPE * rise
 
 
 @inline_kernel

@@ -54,8 +54,10 @@ class Tail:
         """-log10 of the tail probability, 2 -> 0 and 5 -> 1."""
         if self.excess <= 0 or strength <= self.threshold:
             return 0.0
-        decades = 2 + (strength - self.threshold) / (self.excess * math.log(10))
-        return min(1.0, (decades - 2) / 3)
+        # Generalised Pareto beyond the threshold, shape 0.2, mean excess self.excess.
+        shape, scale = 0.2, self.excess * 0.8
+        chance = 0.01 * (1 + shape * (strength - self.threshold) / scale) ** (-1 / shape)
+        return min(1.0, (-math.log10(chance) - 2) / 3)
 
     def learn(self, strength: float, score: float, cfg: DetectionSettings) -> None:
         """Quantile step for the threshold, capped mean excess; the unusual teaches nothing."""
@@ -188,7 +190,7 @@ class NaiveStream:
         self.sigma = sigma
         usual = cfg.sustain_z
         if self.spike_tail.excess > 0:  # where the stream's own tail says 1 in 3,000
-            calm_excess = cfg.calm_score * 3 * math.log(10) * self.spike_tail.excess
+            calm_excess = 4 * (10 ** (0.6 * cfg.calm_score) - 1) * self.spike_tail.excess
             usual = max(usual, self.spike_tail.threshold + calm_excess)
         weight = cfg.protect if abs(z) > usual else 1.0
 
@@ -274,6 +276,7 @@ class NaiveStream:
         share = max(1 / (seen_before + 1), min(1.0, self.cadence / 600))
         self.smooth = x if seen_before == 0 else self.smooth + share * (x - self.smooth)
         clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
+        shift_before = max(self.up, self.down)
         self.up = min(max(0.0, self.up + clipped - cfg.cusum_k), cfg.cusum_cap)
         self.down = min(max(0.0, self.down - clipped - cfg.cusum_k), cfg.cusum_cap)
         shift = max(self.up, self.down)
@@ -320,7 +323,7 @@ class NaiveStream:
         if fresh:
             self.last_ts = ts
         self.last_x = x
-        return max(spike_score, shift_score, stuck_score)
+        return max(spike_score, shift_score if shift > shift_before else 0.0, stuck_score)
 
     def _congestion(self, ts: float, z: float, warm: bool, seen_before: int) -> bool:
         """Speed far below the hour's usual while the lane is full; True while it is pending."""

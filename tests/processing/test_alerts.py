@@ -206,7 +206,10 @@ async def test_two_ingest_workers_share_the_stream_and_open_one_alert(
         assert await eventually(lambda: len(rows(dsn, "SELECT 1 FROM readings")) == len(values))
         await eventually(lambda: len(rows(dsn, "SELECT 1 FROM alerts")) > 0, 10)
         workers = [first, second]
-        assert all(w.detection is not None and w.detection.stage.readings > 0 for w in workers)
+        # A new stream's first readings wait (a tick at most) until the stream is described.
+        assert await eventually(
+            lambda: all(w.detection is not None and w.detection.stage.readings > 0 for w in workers)
+        )
     # Leaving the block stopped both workers gracefully: their last transitions are written.
     unresolved = rows(
         dsn,

@@ -37,10 +37,10 @@ def _resampled(
     return ts, np.round(curve + noise, 1)
 
 
-# Known gap (issue 15 stays open): between 1 and 15 minutes, real weather interpolated between
-# hourly readings still opens spikes and level shifts against a spread learned from sensor noise.
+# Known gap (issue 15 stays open): at 15 minutes, real weather interpolated between hourly
+# readings still opens spikes against a spread learned from sensor noise.
 _WEATHER_GAP = pytest.mark.xfail(
-    strict=True, reason="sub-hourly weather still opens spikes (issue 15, open)"
+    strict=True, reason="15-minute weather still opens spikes (issue 15, open)"
 )
 
 
@@ -48,8 +48,8 @@ _WEATHER_GAP = pytest.mark.xfail(
     "cadence_s",
     [
         10,
-        pytest.param(60, marks=_WEATHER_GAP),
-        pytest.param(300, marks=_WEATHER_GAP),
+        60,
+        300,
         pytest.param(900, marks=_WEATHER_GAP),
         3600,
     ],
