@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from edge.errors import ConfigError
+from smartcity.broker_args import add_broker_arguments
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -118,10 +119,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", help="ingest TOML configuration (for database_url)")
     sim.add_argument("--devices", type=int, default=60, help="how many devices (default 60)")
     sim.add_argument("--seed", type=int, default=1, help="layout and data seed (default 1)")
-    sim.add_argument("--broker", default="127.0.0.1:1883", help="host:port of the MQTT broker")
-    sim.add_argument("--username", help="broker account (the shipped ACL's 'simulator')")
-    sim.add_argument("--password-file", help="file holding that account's password")
-    sim.add_argument("--ca-file", help="CA certificate, to connect over TLS")
+    add_broker_arguments(sim)
     sim.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples")
     sim.add_argument("--batch-interval", type=float, default=10.0, help="seconds between batches")
     sim.add_argument("--duration", type=float, default=None, help="stop after N seconds")

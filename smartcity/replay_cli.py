@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from smartcity.broker_args import BrokerArgumentError, add_broker_arguments, broker_settings
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``replay``."""
@@ -30,10 +32,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds of data per second (default 3600: an hour a second; 'inf': no pauses)",
     )
     replay.add_argument("--config", help="ingest TOML configuration (for database_url)")
-    replay.add_argument("--broker", default="127.0.0.1:1883", help="host:port of the broker")
-    replay.add_argument("--username", help="broker account (the shipped ACL's 'simulator')")
-    replay.add_argument("--password-file", help="file holding that account's password")
-    replay.add_argument("--ca-file", help="CA certificate, to connect over TLS")
+    add_broker_arguments(replay)
     mapping = replay.add_argument_group("CSV mapping (source csv)")
     mapping.add_argument("--file", type=Path, help="the CSV file")
     mapping.add_argument("--time-column", default="time", help="column of times (default time)")
@@ -56,14 +55,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Register the source's devices, then publish its readings until done or stopped."""
-    from edge.publisher import BrokerSettings  # noqa: PLC0415  # each command imports its own
-    from ingest import config as ingest_config  # noqa: PLC0415
+    from ingest import config as ingest_config  # noqa: PLC0415  # each command imports its own
     from ingest.registry import register_devices  # noqa: PLC0415
     from smartcity import datasets  # noqa: PLC0415
     from smartcity.replay import Replayer, ReplayError, csv_series, timeline  # noqa: PLC0415
 
     try:
-        host, port = _broker(args.broker)
+        broker = broker_settings(args)
         start = _day(args.start)
         if args.source == "beijing":
             series = datasets.beijing()
@@ -83,17 +81,11 @@ def run(args: argparse.Namespace) -> int:
                 timezone=args.timezone,
             )
         line = timeline(series, start=start, days=args.days)
-    except (ReplayError, datasets.DatasetMissingError) as exc:
+    except (ReplayError, BrokerArgumentError, datasets.DatasetMissingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    password = None
-    if args.password_file:
-        password = Path(args.password_file).read_text(encoding="utf-8").strip()
     config = ingest_config.load(args.config)
     register_devices(config.database_url, line.devices())
-    broker = BrokerSettings(
-        host=host, port=port, username=args.username, password=password, ca_file=args.ca_file
-    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -119,15 +111,6 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0 if progress.readings == len(line) else 1
-
-
-def _broker(text: str) -> tuple[str, int]:
-    from smartcity.replay import ReplayError  # noqa: PLC0415
-
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ReplayError(f"--broker must be host:port, not {text!r}")
-    return host, int(port)
 
 
 def _day(text: str | None) -> datetime | None:

@@ -12,34 +12,28 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 from edge.fleet import Fleet, plan_fleet
-from edge.publisher import BrokerSettings
 from ingest import config as ingest_config
 from ingest.registry import DeviceRecord, register_devices
+from smartcity.broker_args import BrokerArgumentError, broker_settings
 
 log = logging.getLogger("smartcity.simulate")
 
 
 def run(args: argparse.Namespace) -> int:
     """Register ``--devices`` simulated devices and run them until stopped or ``--duration``."""
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"error: --broker must be host:port, not {args.broker!r}", file=sys.stderr)
+    try:
+        broker = broker_settings(args)
+    except BrokerArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    password = None
-    if args.password_file:
-        password = Path(args.password_file).read_text(encoding="utf-8").strip()
     config = ingest_config.load(args.config)
     specs = plan_fleet(args.devices, seed=args.seed)
     register_devices(
         config.database_url,
         [DeviceRecord(s.device, s.site, s.family, s.name, s.lat, s.lon) for s in specs],
-    )
-    broker = BrokerSettings(
-        host=host, port=int(port), username=args.username, password=password, ca_file=args.ca_file
     )
     fleet = Fleet(
         specs,

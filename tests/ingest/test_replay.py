@@ -207,6 +207,8 @@ def test_a_span_without_readings_or_a_wrong_family_is_refused() -> None:
         (["replay", "csv"], "needs --file"),
         (["replay", "beijing", "--start", "13/01/2014"], "YYYY-MM-DD"),
         (["replay", "beijing", "--broker", "localhost"], "host:port"),
+        (["replay", "beijing", "--password-file", "/no/such/file"], "cannot read --password-file"),
+        (["simulate", "--broker", "localhost:x"], "host:port"),
         (["replay", "csv", "--file", "x.csv", "--metric", "cars"], "COLUMN=METRIC"),
     ],
 )

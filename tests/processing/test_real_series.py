@@ -152,13 +152,13 @@ def test_daily_slots_follow_the_clocks_through_both_changes_and_a_restore() -> N
     # On an offset fixed in winter the day is an hour off after each change until the slots
     # relearn it: a level shift opens and readings score high for days.
     fixed, fixed_scores = replay(fresh(0.0), ids, ts, values, batch_s=3600)
-    for change in (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC)):
-        start = change.timestamp() * 1e6
+    for moved in (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC)):
+        start = moved.timestamp() * 1e6
         week = (ts >= start) & (ts < start + 7 * 86_400e6)
         assert (fixed_scores[week] > 0.5).sum() >= 10
         assert (scores[week] > 0.5).sum() <= 1
         opened = [e.at for e in fixed if e.opened and e.kind is Kind.LEVEL_SHIFT]
-        assert any(change <= at < change + timedelta(days=1) for at in opened)
+        assert any(moved <= at < moved + timedelta(days=1) for at in opened)
 
     # A checkpoint taken before the clocks go forward and restored after: still on local time.
     change = int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp() * 1e6)
