@@ -140,8 +140,10 @@ def ewma_z(values: NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
     return scores
 
 
-def _sigmoid(y: float) -> float:
-    return 2.0 / (1.0 + math.exp(5.0 * y)) - 1.0
+def _sigmoid(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """NAB's scaled sigmoid: 1 at y = -1 (a window's start), 0 at its end, towards -1 beyond."""
+    result: NDArray[np.float64] = 2.0 / (1.0 + np.exp(5.0 * y)) - 1.0
+    return result
 
 
 def nab_raw(detected: NDArray[np.bool_], windows: list[tuple[int, int]]) -> tuple[float, int, int]:
@@ -155,7 +157,7 @@ def nab_raw(detected: NDArray[np.bool_], windows: list[tuple[int, int]]) -> tupl
         if hits.size:
             found += 1
             y = -1.0 + hits[0] / max(hi - lo, 1)
-            score += _sigmoid(y)
+            score += float(_sigmoid(np.array(y)))
         else:
             score -= 1.0
     outside = np.flatnonzero(detected & ~inside)
@@ -166,7 +168,7 @@ def nab_raw(detected: NDArray[np.bool_], windows: list[tuple[int, int]]) -> tupl
     after = previous >= 0
     # Just past a window a detection is mostly its echo; it costs more the further it is.
     y = (outside[after] - ends[previous[after]]) / widths[previous[after]]
-    cost[after] = np.where(y < 1, A_FP * -(2.0 / (1.0 + np.exp(5.0 * y)) - 1.0), A_FP)
+    cost[after] = np.where(y < 1, -A_FP * _sigmoid(y), A_FP)
     score -= float(cost.sum())
     return score, found, int(outside.size)
 

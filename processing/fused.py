@@ -461,9 +461,11 @@ def stage_kernel(
         # Too little of the averaging period seen (a station back from an outage) says nothing
         # about the air: the condition neither opens nor resolves on it.
         band = 0.0
+        covered = False
         if params[r, P_AQ_TABLE] >= 0:
             band = air_quality_step(core, hours, params, bands, r, ts, x, aq_rounds)
-        if params[r, P_AQ_TABLE] >= 0 and not math.isnan(core[r, C_AQ_MEAN]):
+            covered = not math.isnan(core[r, C_AQ_MEAN])
+        if covered:
             table = int(params[r, P_AQ_TABLE])
             top = 0
             for j in range(bands.shape[1]):

@@ -128,13 +128,9 @@ def replay(
         return events, scores
     if (np.diff(ts_us) < 0).any():
         raise ValueError("readings must be in time order")
-    window = ts_us // int(batch_s * 1e6)
-    cuts = np.flatnonzero(np.diff(window)) + 1
+    # The clock cuts the readings at window ends and sweeps there, as for ingest's batches.
     clock = ReadingsClock(stage, window_s=batch_s)
-    for lo, hi in itertools.pairwise([0, *cuts.tolist(), values.size]):
-        columns = ReadingColumns(stream_ids[lo:hi], ts_us[lo:hi], values[lo:hi])
-        clock(columns, out_score=scores[lo:hi])
-        events.extend(stage.drain())
+    clock(ReadingColumns(stream_ids, ts_us, values), out_score=scores)
     clock.sweep()
     events.extend(stage.drain())
     return events, scores
