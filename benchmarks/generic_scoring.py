@@ -104,7 +104,7 @@ def labelled(
         lo = 24 * 21 + (n - 24 * 21 - length - WINDOW_AFTER) * (j + rng.uniform(0.1, 0.9)) / faults
         first = int(lo)
         part = slice(first, first + length)
-        s = robust_scale(series.values, first, resolution)
+        s = robust_scale(series.ts_us, series.values, first, resolution)
         sign = rng.choice([-1.0, 1.0]) if series.info.metric in ("temperature", "pressure") else 1.0
         match kind:
             case "spike":
