@@ -193,7 +193,7 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
         if cold.any():
             sc_, xc, nc = s[cold], x[cold], n[s][cold]
             lv = level[sc_]
-            limit = 20 * np.maximum(1.2533 * spread[sc_], floor + 0.01 * np.abs(lv))
+            limit = 20 * np.maximum(1.2533 * spread[sc_], floor)
             xc = np.where(nc >= 5, np.clip(xc, lv - limit, lv + limit), xc)
             slot = slot_of_hour(ts_i[cold] // hour)
             cnt = slots[sc_, slot, 2]
@@ -221,7 +221,7 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
             offset = wa * oa + wb * ob
             typical = wa * ta + wb * tb
             expected = lv + offset
-            sigma = np.maximum(1.2533 * typical, floor + 0.01 * np.abs(expected))
+            sigma = np.maximum(1.2533 * typical, floor)
             z = (xw - expected) / sigma
             # The main detector alone never learns its tail: it keeps the prior's "1 in 3,000".
             q, m = tails.SPIKE_PRIOR
@@ -229,7 +229,7 @@ def numpy_baseline(batch: ReadingColumns, streams: int) -> np.ndarray:
             weight = np.where(np.abs(z) > usual, cfg.protect, 1.0)
             a = np.minimum(1 / cfg.level_readings, cad / cfg.level_tau_s)
             a = np.maximum(1 / (nw + 1), a) * weight
-            g_sigma = np.maximum(1.2533 * sp, floor + 0.01 * np.abs(lv))
+            g_sigma = np.maximum(1.2533 * sp, floor)
             d = np.clip(xw - offset - lv, -3 * g_sigma, 3 * g_sigma)
             level[sw] = lv + a * d
             spread[sw] = sp + a * (np.abs(d) - sp)

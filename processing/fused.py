@@ -28,6 +28,8 @@ from processing.layout import (
     C_FILL_RATE,
     C_FIRST_TS,
     C_HOUR,
+    C_JUMP_Q,
+    C_LAST_RES,
     C_LAST_TS,
     C_LAST_X,
     C_LAST_Z,
@@ -35,6 +37,7 @@ from processing.layout import (
     C_N,
     C_NB_SCORE,
     C_NB_TS,
+    C_QUANTUM,
     C_REPEAT_P,
     C_RUN,
     C_RUN_BOTTOM,
@@ -44,6 +47,7 @@ from processing.layout import (
     C_SIGMA,
     C_SMOOTH,
     C_SPIKE_Q,
+    C_STEP_SPREAD,
     C_TTF_H,
     D_ACTIVE,
     D_SINCE,
@@ -53,6 +57,7 @@ from processing.layout import (
     K_IMPOSSIBLE,
     K_LEVEL,
     K_MISSING,
+    K_NEIGHBOUR,
     K_OVERFLOW,
     K_SPIKE,
     K_STUCK,
@@ -60,6 +65,7 @@ from processing.layout import (
     M_FILL,
     M_OCCUPANCY,
     M_SPEED,
+    MAD_TO_SIGMA,
     N_KINDS,
     NB_FRESH_S,
     P_ALERT_BAND,
@@ -81,6 +87,9 @@ from processing.layout import (
     S_FIRE_C,
     S_FIRE_Z,
     S_FLAP_TAU,
+    S_LEVEL_READINGS,
+    S_LEVEL_TAU,
+    S_PROTECT,
     S_QUIET_READINGS,
     S_STUCK_RATE,
     S_STUCK_RUN,
@@ -105,8 +114,12 @@ def air_quality_step(
     ts: float,
     x: float,
     rounds: bool,
+    counted: bool,
 ) -> float:
-    """Add a reading to the hourly ring; return the band of the running mean (0 if unknown)."""
+    """The band of the running mean (0 if unknown), after adding a reading to the hourly ring.
+
+    A reading not ``counted`` (its sensor is suspect) only moves the ring on.
+    """
     hour = math.floor(ts / (3600 * US))
     newest = core[r, C_HOUR]
     if hour > newest:
@@ -117,7 +130,7 @@ def air_quality_step(
             hours[r, h, 1] = 0.0
         core[r, C_HOUR] = hour
         newest = hour
-    if hour > newest - 24:
+    if counted and hour > newest - 24:
         h = int(hour) % 24
         hours[r, h, 0] += x
         hours[r, h, 1] += 1.0
@@ -350,11 +363,29 @@ def stage_kernel(
         calm = cfg[S_CALM_SCORE]
         slow = cfg[S_QUIET_READINGS] * cadence
         level_active = conds[r, K_LEVEL, D_ACTIVE] > 0
-        spike_score = tail_score(core, r, C_SPIKE_Q, abs(z)) if statistical else 0.0
+        # A spike departs suddenly: far from its expectation and from where the reading before
+        # stood against its own, in units of how much that usually changes from one reading to
+        # the next (little for a smooth series such as pressure, whose expectation lags the
+        # weather by more than the weather changes in an hour).
+        residual = x - expected
+        change = residual - core[r, C_LAST_RES]
+        floor = max(params[r, P_FLOOR], core[r, C_QUANTUM])
+        step_sigma = max(MAD_TO_SIGMA * core[r, C_STEP_SPREAD], floor)
+        sudden = min(abs(residual), abs(change)) / step_sigma
+        # The tail of |z| itself says which readings the baseline should not learn from (a
+        # drift beyond the usual is held back, however slowly it came); it scores nothing.
+        far_score = tail_score(core, r, C_SPIKE_Q, abs(z)) if statistical else 0.0
+        spike_score = tail_score(core, r, C_JUMP_Q, sudden) if statistical else 0.0
         shift_score = tail_score(core, r, C_SHIFT_Q, shift) if statistical else 0.0
         if statistical and warm:
-            tail_learn(core, r, C_SPIKE_Q, abs(z), spike_score, cfg)
+            tail_learn(core, r, C_SPIKE_Q, abs(z), far_score, cfg)
+            tail_learn(core, r, C_JUMP_Q, sudden, spike_score, cfg)
             tail_learn(core, r, C_SHIFT_Q, shift, shift_score, cfg)
+            learn = min(1.0 / cfg[S_LEVEL_READINGS], cadence / cfg[S_LEVEL_TAU])
+            if spike_score >= calm:
+                learn *= cfg[S_PROTECT]
+            step = min(abs(change), 3.0 * step_sigma)
+            core[r, C_STEP_SPREAD] += learn * (step - core[r, C_STEP_SPREAD])
         n_events = condition_step(
             conds,
             events,
@@ -463,7 +494,12 @@ def stage_kernel(
         band = 0.0
         covered = False
         if params[r, P_AQ_TABLE] >= 0:
-            band = air_quality_step(core, hours, params, bands, r, ts, x, aq_rounds)
+            # As air-quality networks validate their data, a reading taken while the sensor is
+            # stuck or apart from all its neighbours does not count towards the averages: a
+            # drifting sensor does not declare an episode. A lone station's sudden change may
+            # be the air itself (a front clearing it), so spikes and level shifts still count.
+            suspect = conds[r, K_STUCK, D_ACTIVE] > 0 or conds[r, K_NEIGHBOUR, D_ACTIVE] > 0
+            band = air_quality_step(core, hours, params, bands, r, ts, x, aq_rounds, not suspect)
             covered = not math.isnan(core[r, C_AQ_MEAN])
         if covered:
             table = int(params[r, P_AQ_TABLE])
@@ -493,6 +529,7 @@ def stage_kernel(
             )
 
         core[r, C_LAST_Z] = z
+        core[r, C_LAST_RES] = residual
         # A reading's score is what it adds: a shift already seen scores again only as it grows.
         score = max(spike_score, shift_score if shift > shift_before else 0.0, stuck_score)
         core[r, C_SCORE] = score

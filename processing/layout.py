@@ -64,7 +64,14 @@ C_NB_CUSUM_POS = 41  # CUSUMs of the z against the neighbours: an offset or drif
 C_NB_CUSUM_NEG = 42
 C_NB_SHIFT_Q = 43  # tail model of the larger of them
 C_NB_SHIFT_M = 44
-N_CORE = 45
+# the main detector's, read when sigma is
+C_QUANTUM = 45  # the smallest change between two readings seen (0: none yet)
+# the spike's: how the distance from the expectation changes from one reading to the next
+C_LAST_RES = 46  # the last reading less its expectation
+C_STEP_SPREAD = 47  # mean absolute change of that, reading to reading
+C_JUMP_Q = 48  # of the sudden departure (see processing.fused)
+C_JUMP_M = 49
+N_CORE = 50
 
 # params fields
 P_LO = 0

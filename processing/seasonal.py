@@ -22,6 +22,8 @@ from processing.layout import (
     C_CADENCE,
     C_EXPECTED,
     C_FIRST_TS,
+    C_JUMP_M,
+    C_JUMP_Q,
     C_LAST_TS,
     C_LAST_X,
     C_LEVEL,
@@ -29,6 +31,7 @@ from processing.layout import (
     C_PAIR,
     C_PAIR_END,
     C_PAIR_START,
+    C_QUANTUM,
     C_SETTLED,
     C_SHIFT_M,
     C_SHIFT_Q,
@@ -36,6 +39,7 @@ from processing.layout import (
     C_SPIKE_M,
     C_SPIKE_Q,
     C_SPREAD,
+    C_STEP_SPREAD,
     HOUR_US,
     MAD_TO_SIGMA,
     N_SLOTS,
@@ -127,7 +131,9 @@ def settle(core: np.ndarray, slots: np.ndarray, r: int, warm_count: float) -> No
             weight += count
     if weight > 0:
         core[r, C_SPREAD] = spread / weight
+    core[r, C_STEP_SPREAD] = core[r, C_SPREAD]  # until learned, changes as large as the spread
     core[r, C_SPIKE_Q], core[r, C_SPIKE_M] = SPIKE_PRIOR
+    core[r, C_JUMP_Q], core[r, C_JUMP_M] = SPIKE_PRIOR
     core[r, C_SHIFT_Q], core[r, C_SHIFT_M] = SHIFT_PRIOR
     core[r, C_SETTLED] = 1.0
 
@@ -148,12 +154,12 @@ def warm_up_step(
     Only an absurd reading is held back (to 20 sigma), so one glitch cannot poison the first day.
     """
     n = core[r, C_N]
-    floor0 = params[r, P_FLOOR]
+    floor0 = max(params[r, P_FLOOR], core[r, C_QUANTUM])
     s = slot_of(ts, zone[zone_row(zone, ts), 1])
     count = slots[r, s, 2]
     if n >= WARM_UP_GUARD_FROM:
         level = core[r, C_LEVEL]
-        limit = 20.0 * max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0 + 0.01 * abs(level))
+        limit = 20.0 * max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0)
         x = min(max(x, level - limit), level + limit)
     level = core[r, C_LEVEL] + (x - core[r, C_LEVEL]) / (n + 1.0)
     core[r, C_LEVEL] = level
@@ -165,7 +171,7 @@ def warm_up_step(
     core[r, C_N] = n + 1.0
     expected = mean if count >= cfg[S_SLOT_WARM] else level
     core[r, C_EXPECTED] = expected
-    core[r, C_SIGMA] = max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0 + 0.01 * abs(expected))
+    core[r, C_SIGMA] = max(MAD_TO_SIGMA * core[r, C_SPREAD], floor0)
 
 
 @kernel
@@ -228,6 +234,12 @@ def baseline_range(
             core[r, C_LEVEL] = x
             core[r, C_SPREAD] = 0.0
             core[r, C_FIRST_TS] = ts
+        else:
+            # The smallest change the stream has shown is its quantum (whole counts, 0.1 °C
+            # steps): no spread is smaller, whatever the metric's nominal resolution.
+            step = abs(x - core[r, C_LAST_X])
+            if step > 0.0 and (step < core[r, C_QUANTUM] or core[r, C_QUANTUM] == 0.0):
+                core[r, C_QUANTUM] = step
         warm = n >= cfg[S_WARMUP] and ts - core[r, C_FIRST_TS] >= cfg[S_WARMUP_S] * US
         if not warm:
             warm_up_step(core, slots, params, cfg, zone, r, ts, x)
@@ -266,10 +278,10 @@ def baseline_range(
                     oa, ta = o, t
                 else:
                     ob, tb = o, t
-            floor0 = params[r, P_FLOOR]
+            floor0 = max(params[r, P_FLOOR], core[r, C_QUANTUM])
             offset = wa * oa + wb * ob
             expected = level + offset
-            sigma = max(MAD_TO_SIGMA * (wa * ta + wb * tb), floor0 + 0.01 * abs(expected))
+            sigma = max(MAD_TO_SIGMA * (wa * ta + wb * tb), floor0)
             z = (x - expected) / sigma
 
             # Learn with an exponential window of level_tau (at least level_readings); a reading
@@ -287,7 +299,7 @@ def baseline_range(
             if (n + 1.0) * a < 1.0:  # still a running mean (a division only while it matters)
                 a = 1.0 / (n + 1.0)
             a *= weight
-            g_sigma = max(MAD_TO_SIGMA * spread, floor0 + 0.01 * abs(level))
+            g_sigma = max(MAD_TO_SIGMA * spread, floor0)
             d = min(max(x - offset - level, -3.0 * g_sigma), 3.0 * g_sigma)
             core[r, C_LEVEL] = level + a * d
             core[r, C_SPREAD] = spread + a * (abs(d) - spread)

@@ -133,7 +133,11 @@ class NaiveStream:
     bottom: float = 0.0
     run_at_bottom: bool = False
     sigma: float = 0.0
+    expected: float = 0.0
+    last_residual: float = 0.0
+    step_spread: float = 0.0  # mean absolute change of the residual, reading to reading
     spike_tail: Tail = field(default_factory=Tail)
+    jump_tail: Tail = field(default_factory=Tail)
     shift_tail: Tail = field(default_factory=Tail)
     conditions: dict[Kind, Condition] = field(default_factory=dict)
     events: list[tuple[Kind, bool, float, float]] = field(default_factory=list)  # +peak score
@@ -152,10 +156,12 @@ class NaiveStream:
     hourly: dict[int, list[float]] = field(default_factory=dict)  # hour -> [sum, count]
     newest_hour: float = -math.inf
     air_mean: float = math.nan
+    quantum: float = 0.0  # the smallest change between two readings seen
     neighbours: NeighbourView = field(default_factory=NeighbourView)
 
-    def _sigma(self, spread: float, level: float) -> float:
-        return max(SIGMA_PER_MAD * spread, self.floor + 0.01 * abs(level))
+    def _sigma(self, spread: float) -> float:
+        # Never below the smallest change the stream has shown (its quantum).
+        return max(SIGMA_PER_MAD * spread, self.floor, self.quantum)
 
     def baseline(self, ts: float, x: float) -> float:
         """Score against the seasonal profile, then learn; hour means until warm, then offsets."""
@@ -163,6 +169,8 @@ class NaiveStream:
         if self.n == 0:
             self.fast = Ewm(x, 0.0)
             self.first_ts = ts
+        elif x != self.last_x:
+            self.quantum = min(self.quantum or math.inf, abs(x - self.last_x))
         warm = self.n >= cfg.warmup_readings and ts - self.first_ts >= cfg.warmup_s * 1e6
         if not warm:
             self._learn_warm_up(ts, x)
@@ -175,7 +183,9 @@ class NaiveStream:
             total = sum(slot.count for slot in learned)
             if total:
                 self.fast.spread = sum(slot.count * slot.spread for slot in learned) / total
+            self.step_spread = self.fast.spread
             self.spike_tail = Tail(3.0, 1.0)
+            self.jump_tail = Tail(3.0, 1.0)
             self.shift_tail = Tail(4.0, 2.0)
             self.settled = True
 
@@ -185,7 +195,8 @@ class NaiveStream:
         offset = sum(w * v[0] for w, v in zip(weights, views, strict=True))
         spread = sum(w * v[1] for w, v in zip(weights, views, strict=True))
         expected = self.fast.level + offset
-        sigma = self._sigma(spread, expected)
+        self.expected = expected
+        sigma = self._sigma(spread)
         z = (x - expected) / sigma
         self.sigma = sigma
         usual = cfg.sustain_z
@@ -194,7 +205,7 @@ class NaiveStream:
             usual = max(usual, self.spike_tail.threshold + calm_excess)
         weight = cfg.protect if abs(z) > usual else 1.0
 
-        level_sigma = self._sigma(self.fast.spread, self.fast.level)
+        level_sigma = self._sigma(self.fast.spread)
         spread_before = self.fast.spread
         rate = max(1 / (self.n + 1), min(1 / cfg.level_readings, self.cadence / cfg.level_tau_s))
         rate *= weight
@@ -217,14 +228,14 @@ class NaiveStream:
     def _learn_warm_up(self, ts: float, x: float) -> None:
         slot = self.slots.setdefault(seasonal_slot(int(ts), self.settings.utc_offset_s), Ewm())
         if self.n >= 5:  # an absurd reading is held to 20 sigma
-            limit = 20 * self._sigma(self.fast.spread, self.fast.level)
+            limit = 20 * self._sigma(self.fast.spread)
             x = min(max(x, self.fast.level - limit), self.fast.level + limit)
         self.fast.level += (x - self.fast.level) / (self.n + 1)
         self.fast.spread += (abs(x - self.fast.level) - self.fast.spread) / (self.n + 1)
         mean = x if slot.count == 0 else slot.level + (x - slot.level) / (slot.count + 1)
         slot.spread += (abs(x - mean) - slot.spread) / (slot.count + 1)
-        expected = mean if slot.count >= self.settings.slot_warm else self.fast.level
-        self.sigma = self._sigma(self.fast.spread, expected)
+        self.expected = mean if slot.count >= self.settings.slot_warm else self.fast.level
+        self.sigma = self._sigma(self.fast.spread)
         slot.level, slot.count = mean, slot.count + 1
         self.n += 1
 
@@ -288,11 +299,22 @@ class NaiveStream:
             ts - self.neighbours.compared_at <= recent and self.neighbours.score < cfg.calm_score
         )
         level_active = self.conditions.get(Kind.LEVEL_SHIFT, Condition()).active
-        spike_score = self.spike_tail.score(abs(z)) if statistical else 0.0
+        # Far from the expectation and from the last reading's place against its own, in units
+        # of how much that place usually changes between readings.
+        residual = x - self.expected
+        change = residual - self.last_residual
+        step_sigma = max(SIGMA_PER_MAD * self.step_spread, self.floor, self.quantum)
+        sudden = min(abs(residual), abs(change)) / step_sigma
+        far_score = self.spike_tail.score(abs(z)) if statistical else 0.0  # teaches only
+        spike_score = self.jump_tail.score(sudden) if statistical else 0.0
         shift_score = self.shift_tail.score(shift) if statistical else 0.0
         if statistical and warm:
-            self.spike_tail.learn(abs(z), spike_score, cfg)
+            self.spike_tail.learn(abs(z), far_score, cfg)
+            self.jump_tail.learn(sudden, spike_score, cfg)
             self.shift_tail.learn(shift, shift_score, cfg)
+            rate = min(1 / cfg.level_readings, self.cadence / cfg.level_tau_s)
+            rate *= cfg.protect if spike_score >= cfg.calm_score else 1.0
+            self.step_spread += rate * (min(abs(change), 3 * step_sigma) - self.step_spread)
         slow = cfg.quiet_readings * self.cadence
         self._condition(
             Kind.SPIKE,
@@ -318,8 +340,13 @@ class NaiveStream:
             warmish = x >= cfg.fire_c - 10 or (warm and z >= cfg.sustain_z and x >= 30)
             self._condition(Kind.FIRE, ts, hot, warmish, float(hot))
         if self.air is not None:
-            self._air_quality(ts, x)
+            suspect = any(
+                self.conditions.get(kind, Condition()).active
+                for kind in (Kind.STUCK, Kind.NEIGHBOUR)
+            )
+            self._air_quality(ts, x, counted=not suspect)
         self.last_z = z
+        self.last_residual = residual
         if fresh:
             self.last_ts = ts
         self.last_x = x
@@ -367,15 +394,16 @@ class NaiveStream:
             max(_squash(x / cfg.fill_warn, 1.0), 0.9 if soon else 0.0),
         )
 
-    def _air_quality(self, ts: float, x: float) -> None:
-        """The band of the mean of hourly means over the pollutant's averaging period."""
+    def _air_quality(self, ts: float, x: float, *, counted: bool) -> None:
+        """The band of the mean of hourly means over the pollutant's averaging period; a reading
+        of a suspected sensor is not ``counted``."""
         rule = self.air
         assert rule is not None
         hour = math.floor(ts / 3.6e9)
         if hour > self.newest_hour:
             self.newest_hour = hour
             self.hourly = {h: v for h, v in self.hourly.items() if h > hour - 24}
-        if hour > self.newest_hour - 24:
+        if counted and hour > self.newest_hour - 24:
             bucket = self.hourly.setdefault(hour, [0.0, 0.0])
             bucket[0] += x
             bucket[1] += 1

@@ -73,6 +73,30 @@ def test_the_same_defaults_serve_every_cadence(
             assert (scores[learned] > 0.5).mean() <= 0.01
 
 
+def test_a_pressure_glitch_is_judged_in_hectopascals_not_in_percent() -> None:
+    """Air pressure near 1,000 hPa moves about 1 hPa an hour: a glitch of 15 hPa is a spike.
+
+    A spread floor relative to the value (1 % of 1,000 hPa, z = 1.4 here) hid it; the floor is
+    the instrument's resolution, in the stream's own units.
+    """
+    series = datasets.beijing(["PRES"])[0]
+    ok = np.isfinite(series.values)
+    ts, values = series.ts_us[ok][: 21 * 24], series.values[ok][: 21 * 24]
+    at = ts.size * 3 // 4
+    faulty = values.copy()
+    faulty[at] += 15.0
+    info = StreamInfo(1, "aq-1", "station", "pressure", "hPa", "air", "north")
+    for data, expect_spike in ((values, False), (faulty, True)):
+        stage = DetectionStage(zone="Asia/Shanghai")
+        stage.describe([info])
+        events, scores = replay(stage, np.ones(ts.size, np.int32), ts, data)
+        after = datetime.fromtimestamp(ts[7 * 24] / 1e6, UTC)
+        opened = [e.kind for e in events if e.opened and e.kind in FAULTS and e.at >= after]
+        assert opened == ([Kind.SPIKE] if expect_spike else []), opened
+        if expect_spike:
+            assert scores[at] > 0.9
+
+
 def test_messy_real_series_are_scored_without_errors() -> None:
     series = datasets.metro_traffic()
     counts, ts = series.values[:3000].copy(), series.ts_us[:3000].copy()
