@@ -12,6 +12,7 @@ Example ``edge.toml``::
 
     [broker]
     url = "mqtts://mqtt.example.org:8883"
+    fallback_urls = ["mqtts://mqtt-b.example.org:8883"]  # optional: the city's other brokers
     ca_file = "/etc/smartcity-edge/ca.pem"
     password_file = "/etc/smartcity-edge/password"
 
@@ -71,6 +72,9 @@ class BrokerSection:
         key_file: Its private key.
         keepalive_s: The broker declares the device offline after 1.5 times this.
         reconnect_max_s: Longest wait between two connection attempts.
+        fallback_urls: The city's other brokers, same scheme and account: when the broker of
+            ``url`` cannot be reached, or is lost, the device moves to the next of these (and
+            round again), keeping its spooled batches in order.
     """
 
     url: str
@@ -81,6 +85,7 @@ class BrokerSection:
     key_file: str | None = None
     keepalive_s: int = 30
     reconnect_max_s: float = 60.0
+    fallback_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +135,15 @@ class EdgeConfig:
         """Connection settings for the publisher."""
         parts = urlsplit(self.broker.url)
         tls = parts.scheme == "mqtts"
+        default_port = 8883 if tls else 1883
+        fallbacks = tuple(
+            (other.hostname or "localhost", other.port or default_port)
+            for other in map(urlsplit, self.broker.fallback_urls)
+        )
         return BrokerSettings(
             host=parts.hostname or "localhost",
-            port=parts.port or (8883 if tls else 1883),
+            port=parts.port or default_port,
+            fallbacks=fallbacks,
             username=self.broker.username or self.device.id,
             password=self.broker.password,
             ca_file=self.broker.ca_file if tls else None,
@@ -244,16 +255,34 @@ def parse(text: str, source: str = "edge.toml", env: Mapping[str, str] | None = 
         broker_table["password"] = env[ENV_PASSWORD]
     broker = _section(locator, BrokerSection, broker_table, "broker")
     scheme = urlsplit(broker.url).scheme
-    if scheme not in ("mqtt", "mqtts") or not urlsplit(broker.url).hostname:
+    if scheme not in ("mqtt", "mqtts") or not _has_host_and_port(broker.url):
         raise locator.error(
             f"url {broker.url!r} must look like mqtt://host:1883 or mqtts://host:8883",
             "broker",
             "url",
         )
+    for other in broker.fallback_urls:
+        if urlsplit(other).scheme != scheme or not _has_host_and_port(other):
+            raise locator.error(
+                f"fallback url {other!r} must look like {scheme}://host:port (the same scheme as"
+                " url: one account and one TLS set-up serve every broker)",
+                "broker",
+                "fallback_urls",
+            )
     spool = _section(locator, SpoolSection, document.get("spool", {}), "spool")
     agent = _section(locator, AgentSection, document.get("agent", {}), "agent")
     sensors = _sensors(locator, document.get("sensors", []))
     return EdgeConfig(device, broker, spool, agent, sensors, source)
+
+
+def _has_host_and_port(url: str) -> bool:
+    """Whether ``url`` names a host, and a valid port if it names one."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
 
 
 def _sensors(locator: _Locator, raw: object) -> tuple[SensorSpec, ...]:

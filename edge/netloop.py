@@ -28,15 +28,50 @@ Connect = Callable[[], None]
 
 
 class LoopSession:
-    """What the loop needs to know about one paho client."""
+    """What the loop needs to know about one paho client.
 
-    def __init__(self, client: mqtt.Client, name: str, backoff: Backoff) -> None:
+    Args:
+        client: The paho client, its first broker already set by ``connect_async``.
+        name: For the logs.
+        backoff: Delays between failed attempts.
+        addresses: Every broker the client may use, ``(host, port)``, the first one first. Each
+            attempt after a failure or a lost connection goes to the next (round the list), so
+            a device whose broker is gone moves on and stays where it got through.
+        keepalive_s: The keepalive to connect with when moving to another broker.
+    """
+
+    def __init__(
+        self,
+        client: mqtt.Client,
+        name: str,
+        backoff: Backoff,
+        *,
+        addresses: tuple[tuple[str, int], ...] = (),
+        keepalive_s: int = 60,
+    ) -> None:
         self.client = client
         self.name = name
         self.backoff = backoff
+        self.addresses = addresses
+        self.keepalive_s = keepalive_s
         self.next_attempt = 0.0  # monotonic time of the next connection attempt
         self.wanted = True  # False once stopped: never reconnect
         self.up = False
+        self._current = 0
+        self._tried = False  # an attempt was made on the current broker
+
+    def choose_broker(self) -> None:
+        """Point the client at the broker for the next attempt.
+
+        After any earlier attempt (failed, or a connection since lost) that is the next broker
+        of the list; the first attempt goes to the first.
+        """
+        if self._tried and len(self.addresses) > 1:
+            self._current = (self._current + 1) % len(self.addresses)
+            host, port = self.addresses[self._current]
+            log.info("%s trying broker %s:%d", self.name, host, port)
+            self.client.connect_async(host, port, self.keepalive_s)
+        self._tried = True
 
 
 class NetworkLoop:
@@ -175,6 +210,7 @@ class NetworkLoop:
                 continue
             if not session.wanted or now < session.next_attempt:
                 continue
+            session.choose_broker()
             try:
                 client.reconnect()
             except (OSError, ValueError) as exc:

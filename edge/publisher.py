@@ -1,8 +1,9 @@
 """The device's MQTT session: last will, retained status, QoS 1 publishing, remote config.
 
 The session runs on a :class:`~edge.netloop.NetworkLoop` (shared by many sessions in the fleet
-simulator), which reconnects it with jittered backoff. paho resends QoS 1 messages still
-waiting for their PUBACK after a reconnection. Every publish happens on the caller's thread, and
+simulator), which reconnects it with jittered backoff, to the next of the city's brokers when it
+has several. paho resends QoS 1 messages still waiting for their PUBACK after a reconnection,
+to whichever broker that is. Every publish happens on the caller's thread, and
 acknowledgements come back through :meth:`Publisher.drain_acks` on that same thread, so the
 agent never races the network thread.
 """
@@ -47,6 +48,9 @@ class BrokerSettings:
         reconnect_min_s: First reconnection delay cap; it doubles up to ``reconnect_max_s``, and
             each actual delay is drawn at random below the cap.
         reconnect_max_s: Longest reconnection delay.
+        fallbacks: Further brokers of the city, ``(host, port)`` each, with the same account
+            and TLS settings. A session that cannot reach its broker, or loses it, tries the next
+            one of the list (round the list), and stays where it got through.
     """
 
     host: str = "localhost"
@@ -59,12 +63,19 @@ class BrokerSettings:
     keepalive_s: int = 30
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    fallbacks: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every broker to try, in order: this one first."""
+        return ((self.host, self.port), *self.fallbacks)
 
     def __repr__(self) -> str:  # keeps the password out of logs and tracebacks
         secret = "***" if self.password else None
+        also = f", fallbacks={list(self.fallbacks)}" if self.fallbacks else ""
         return (
             f"BrokerSettings(host={self.host!r}, port={self.port}, "
-            f"username={self.username!r}, password={secret}, tls={self.ca_file is not None})"
+            f"username={self.username!r}, password={secret}, tls={self.ca_file is not None}{also})"
         )
 
 
@@ -133,6 +144,8 @@ class Publisher:
             client,
             device,
             Backoff(initial=broker.reconnect_min_s, maximum=broker.reconnect_max_s),
+            addresses=broker.addresses,
+            keepalive_s=broker.keepalive_s,
         )
 
     @property
@@ -257,7 +270,7 @@ class Publisher:
             self.last_refusal = str(reason)
             log.warning("%s connection refused: %s", self.device, reason)
             return
-        log.info("%s connected", self.device)
+        log.info("%s connected to %s:%d", self.device, client.host, client.port)
         self.last_refusal = None
         self._session.up = True
         self._session.backoff.reset()

@@ -67,6 +67,22 @@ def test_a_good_file_gives_typed_settings(password: Path) -> None:
     assert config.sensors[1].options == UltrasonicOptions("/dev/ttyAMA0", 1100.0, 250.0)
 
 
+def test_fallback_brokers_share_the_account_and_take_the_default_port(password: Path) -> None:
+    text = GOOD.format(password=password).replace(
+        "[broker]\n",
+        '[broker]\nfallback_urls = ["mqtts://b.example.org", "mqtts://c.example.org:9883"]\n',
+    )
+    broker = parse(text).broker_settings()
+    assert broker.addresses == (
+        ("mqtt.example.org", 8883),
+        ("b.example.org", 8883),
+        ("c.example.org", 9883),
+    )
+    assert broker.username == "aq-0042"
+    assert "s3cret" not in repr(broker)
+    assert "b.example.org" in repr(broker)
+
+
 def test_password_from_the_environment(tmp_path: Path) -> None:
     text = GOOD.replace('password_file = "{password}"\n', "")
     config = parse(text, env={"CITY_EDGE_PASSWORD": "from-env"})
@@ -90,6 +106,14 @@ def test_password_from_the_environment(tmp_path: Path) -> None:
         (
             ('url = "mqtts://mqtt.example.org:8883"', 'url = "http://example.org"'),
             r"edge.toml:6: .*must look like mqtt://",
+        ),
+        (
+            ('url = "mqtts://mqtt.example.org:8883"', 'url = "mqtts://mqtt.example.org:88830"'),
+            r"edge.toml:6: .*must look like mqtt://",
+        ),
+        (
+            ("[broker]\n", '[broker]\nfallback_urls = ["mqtt://b.example.org:1883"]\n'),
+            r"edge.toml:6: fallback url 'mqtt://b.example.org:1883' must look like mqtts://",
         ),
         (('id = "aq-0042"', 'id = "aq/42"'), r"edge.toml:2: id 'aq/42'"),
         (("interval_s = 120", "interval_s = -5"), r"edge.toml:21: .*interval_s must be a positive"),

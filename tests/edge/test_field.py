@@ -118,6 +118,61 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(
     assert {(b.seq, b.readings) for b in received} == {(b.seq, b.readings) for b in sampled}
 
 
+def test_a_device_moves_to_the_next_broker_when_its_broker_dies(
+    own_broker: Mosquitto, tmp_path: Path, unique_site: str
+) -> None:
+    """Broker A is killed (no goodbye) while the device publishes: it moves to broker B, and
+    between the two every batch sampled arrives, each broker's in order."""
+    second = Mosquitto()
+    second.start()
+    first_seen = Subscriber(BrokerAddress(own_broker.host, own_broker.port), unique_site)
+    second_seen = Subscriber(BrokerAddress(second.host, second.port), unique_site)
+    sampled: list[Batch] = []
+    spool = Spool(tmp_path / "spool.db")
+    agent = EdgeAgent(
+        AgentSettings(
+            site=unique_site, device="aq-0002", sample_interval_s=0.05, batch_interval_s=0.2
+        ),
+        [SimulatedAirQuality("aq", seed=4)],
+        Publisher(
+            site=unique_site,
+            device="aq-0002",
+            broker=BrokerSettings(
+                own_broker.host,
+                own_broker.port,
+                keepalive_s=2,
+                reconnect_min_s=0.2,
+                reconnect_max_s=1,
+                fallbacks=((second.host, second.port),),
+            ),
+        ),
+        spool,
+        on_batch=sampled.append,
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,))
+    runner.start()
+    try:
+        assert wait_until(lambda: len(first_seen.batches()) >= 3, 10)
+        own_broker.stop(kill=True)
+        assert wait_until(lambda: len(second_seen.batches()) >= 3, 20)  # moved on
+        assert wait_until(lambda: agent.backlog == 0 and len(sampled) > 20, 30)
+    finally:
+        stop.set()
+        runner.join(30)
+        spool.close()
+        second_seen.close()
+        second.cleanup()
+    first_seen.close()
+    received = first_seen.batches() + second_seen.batches()
+    assert {(b.seq, b.readings) for b in received} == {(b.seq, b.readings) for b in sampled}
+    for seen in (first_seen, second_seen):
+        arrivals = list(dict.fromkeys(b.seq for b in seen.batches()))
+        assert arrivals == sorted(arrivals)
+    # Acknowledged by A means stored by A: B only got what A had not acknowledged, and on.
+    assert min(b.seq for b in second_seen.batches()) > min(b.seq for b in first_seen.batches())
+
+
 def write_config(path: Path, broker: BrokerAddress, site: str, spool: Path, password: Path) -> Path:
     password.write_text("unused\n")
     path.write_text(
