@@ -275,7 +275,12 @@ def _load_object(payload: bytes, loads: JsonLoads) -> dict[str, object]:
     if not isinstance(body, dict):
         raise ContractError(Reason.NOT_AN_OBJECT, "payload must be a JSON object")
     version = body.get("v")
-    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+    # Type first: a list or an object cannot be looked up in a set (and true is not 1).
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or version not in SUPPORTED_VERSIONS
+    ):
         raise ContractError(
             Reason.UNSUPPORTED_VERSION,
             f"schema version {str(version)[:20]} is not one of {sorted(SUPPORTED_VERSIONS)}",

@@ -82,6 +82,9 @@ def test_golden_invalid_payloads_name_their_reason(case: InvalidCase) -> None:
         (b"x" * (MAX_PAYLOAD_BYTES + 1), Reason.OVERSIZED),
         (b'{"v": true}', Reason.UNSUPPORTED_VERSION),
         (b'{"v": "1"}', Reason.UNSUPPORTED_VERSION),
+        (b'{"v": []}', Reason.UNSUPPORTED_VERSION),  # unhashable: once a TypeError
+        (b'{"v": {"a": 1}}', Reason.UNSUPPORTED_VERSION),
+        (b'{"v": 1.0}', Reason.UNSUPPORTED_VERSION),
         (b'{"v": 1, "device": 7}', Reason.WRONG_TYPE),
         (b'{"v": 1, "device": "d", "seq": 1.5}', Reason.WRONG_TYPE),
         (b'{"v": 1, "device": "d", "seq": true}', Reason.WRONG_TYPE),
