@@ -26,6 +26,9 @@ class IngestConfig:
         broker_username: Ingest's broker account.
         broker_password: Its password (prefer ``broker_password_file``); never logged.
         broker_ca_file: CA bundle; setting it turns TLS on.
+        more_brokers: The city's other brokers, ``host:port`` each, same account and TLS: ingest
+            consumes from every one (devices move between them when one is lost), and the
+            readings' key (device, sequence) makes a batch seen through two count once.
         mqtt_protocol: ``5`` (shared subscriptions, receive maximum) or ``3.1.1`` for old brokers.
         client_id: MQTT client id; stable, so the broker keeps this worker's session while it
             is away.
@@ -77,6 +80,7 @@ class IngestConfig:
     broker_username: str | None = None
     broker_password: str | None = None
     broker_ca_file: str | None = None
+    more_brokers: tuple[str, ...] = ()
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     client_id: str = "smartcity-ingest-1"
     shared_group: str | None = None
@@ -138,6 +142,7 @@ class IngestConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        self.brokers()  # refuses an address without a valid port
         self.retention()  # refuses a policy that cannot hold
         if self.retention_every_s < 0:
             raise ValueError("retention_every_s must be 0 (never) or positive")
@@ -149,6 +154,18 @@ class IngestConfig:
             ZoneInfo(self.city_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"city_timezone {self.city_timezone!r} is not a known zone") from None
+
+    def brokers(self) -> tuple[tuple[str, int], ...]:
+        """Every broker to consume from, ``(host, port)``: ``broker_host`` first."""
+        found = [(self.broker_host, self.broker_port)]
+        for address in self.more_brokers:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65_536:
+                raise ValueError(f"more_brokers entry {address!r} must look like host:port")
+            found.append((host.strip("[]"), int(port)))
+        if len(set(found)) != len(found):
+            raise ValueError("more_brokers names a broker twice")
+        return tuple(found)
 
     def retention(self) -> Retention:
         """The retention policy these settings describe."""
@@ -162,6 +179,7 @@ class IngestConfig:
     def __repr__(self) -> str:  # the password and the database URL's password stay out of logs
         return (
             f"IngestConfig(broker={self.broker_host}:{self.broker_port}, "
+            f"more_brokers={list(self.more_brokers)}, "
             f"client_id={self.client_id!r}, shared_group={self.shared_group!r})"
         )
 

@@ -10,9 +10,10 @@ sending until acknowledgements resume.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 from edge.backoff import Backoff
@@ -33,6 +34,10 @@ class Consumer:
         deliver: Called with each run of messages read from the socket and the connection's
             generation; returning False pauses reading until :meth:`resume` is called.
         on_connection: Told True on each connection, False when it ends.
+        address: The broker, ``(host, port)``; ``config``'s first by default.
+        generations: Where connection generations come from. Consumers of several brokers
+            share one source, so a generation names one connection of one of them, and each
+            acknowledges only its own.
     """
 
     def __init__(
@@ -40,12 +45,17 @@ class Consumer:
         config: IngestConfig,
         deliver: Deliver,
         on_connection: Callable[[bool], None] | None = None,
+        *,
+        address: tuple[str, int] | None = None,
+        generations: Iterator[int] | None = None,
     ) -> None:
         self._config = config
         self._deliver = deliver
         self._on_connection = on_connection or (lambda up: None)
+        self.address = address or (config.broker_host, config.broker_port)
+        self._generations = generations or itertools.count(1)
         self._client: MqttClient | None = None
-        self._generation = 0  # bumped per connection; acks from an older one are never sent
+        self._generation = 0  # new per connection; acks from an older one are never sent
         self._reconnect = asyncio.Event()
         self.connected = asyncio.Event()
         self.connections = 0
@@ -90,8 +100,8 @@ class Consumer:
         if config.broker_ca_file:
             tls = ssl.create_default_context(cafile=config.broker_ca_file)
         return MqttClient(
-            host=config.broker_host,
-            port=config.broker_port,
+            host=self.address[0],
+            port=self.address[1],
             client_id=config.client_id,
             on_messages=on_messages,
             protocol=5 if config.mqtt_protocol == "5" else 4,
@@ -115,7 +125,7 @@ class Consumer:
         """
         backoff = Backoff(initial=0.5, maximum=30.0)
         while not stopping.is_set():
-            self._generation += 1
+            self._generation = next(self._generations)
             client = self._client = self._new_client()
             try:
                 await client.connect()
@@ -123,8 +133,7 @@ class Consumer:
                 self.connections += 1
                 log.info(
                     "connected to %s:%d as %s (session %s)",
-                    self._config.broker_host,
-                    self._config.broker_port,
+                    *self.address,
                     self._config.client_id,
                     "resumed" if client.session_present else "new",
                 )
@@ -149,7 +158,9 @@ class Consumer:
                 if stopping.is_set():
                     break
                 delay = backoff.next_delay()
-                log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
+                log.warning(
+                    "connection to %s:%d lost (%s); retrying in %.1fs", *self.address, exc, delay
+                )
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
             finally:

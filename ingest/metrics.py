@@ -73,7 +73,9 @@ class IngestMetrics:
             registry=r,
         )
         self.broker_connected = Gauge(
-            "ingest_broker_connected", "1 while connected to the broker", registry=r
+            "ingest_broker_connected",
+            "brokers connected to now (1 with a single broker)",
+            registry=r,
         )
         self.stalled = Gauge(
             "ingest_stalled",

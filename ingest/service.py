@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 import time
@@ -75,7 +76,7 @@ class IngestService:
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.pipeline: Pipeline | None = None
-        self.consumer: Consumer | None = None
+        self.consumers: list[Consumer] = []  # one per broker of the city, the first first
         self.health: HealthServer | None = None
         self.stalled = False
         self.down: dict[str, str] = {}  # supervised tasks not running now, and why
@@ -83,6 +84,20 @@ class IngestService:
     def _deliver(self, messages: list[Message], generation: int) -> bool:
         assert self.pipeline is not None
         return self.pipeline.deliver(messages, generation)
+
+    @property
+    def consumer(self) -> Consumer | None:
+        """The consumer of the first broker (``broker_host``)."""
+        return self.consumers[0] if self.consumers else None
+
+    def _ack(self, tokens: list[tuple[int, int, int]]) -> None:
+        # Generations are unique across consumers: each acknowledges only its own connection's.
+        for consumer in self.consumers:
+            consumer.ack(tokens)
+
+    def _resume(self) -> None:
+        for consumer in self.consumers:
+            consumer.resume()
 
     def stats(self) -> PipelineStats:
         """The pipeline's counters (zeros before start)."""
@@ -96,7 +111,7 @@ class IngestService:
         """Whether this worker is doing its job, and if not, why."""
         if self.down:
             return False, "; ".join(f"{task} {why}" for task, why in sorted(self.down.items()))
-        if self.consumer is None or not self.consumer.connected.is_set():
+        if not any(consumer.connected.is_set() for consumer in self.consumers):
             return False, "not connected to the broker"
         if self.pipeline is not None and self.pipeline.writing_blocked:
             return False, "database writes are failing; retrying"
@@ -121,15 +136,25 @@ class IngestService:
             if self.detection is not None:
                 await self.detection.prepare(pool)
             connected = self.metrics.broker_connected
-            self.consumer = Consumer(
-                config,
-                self._deliver,
-                on_connection=lambda up: connected.set(int(up)),
-            )
+            generations = itertools.count(1)
+
+            def count_connected(up: bool) -> None:
+                connected.set(sum(c.connected.is_set() for c in self.consumers))
+
+            self.consumers = [
+                Consumer(
+                    config,
+                    self._deliver,
+                    on_connection=count_connected,
+                    address=address,
+                    generations=generations,
+                )
+                for address in config.brokers()
+            ]
             self.pipeline = Pipeline(
                 PostgresStore(pool),
                 PostgresDirectory(pool),
-                self.consumer.ack,
+                self._ack,
                 max_rows=config.batch_max_rows,
                 max_age_s=config.batch_max_age_s,
                 queue_size=config.queue_max_messages,
@@ -138,7 +163,7 @@ class IngestService:
                 process=self._process,
                 metrics=self.metrics,
             )
-            self.pipeline.on_room = self.consumer.resume
+            self.pipeline.on_room = self._resume
             if config.health_port >= 0:
                 self.health = HealthServer(self.metrics.registry, self.readiness)
                 await self.health.start(config.health_host, config.health_port)
@@ -147,11 +172,15 @@ class IngestService:
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self.pipeline.run(self.stopping), name="pipeline")
-                    consumer, drained = self.consumer, self.pipeline.drained
-                    group.create_task(
-                        self._supervised("consumer", lambda: consumer.run(self.stopping, drained)),
-                        name="consumer",
-                    )
+                    drained = self.pipeline.drained
+                    for index, consumer in enumerate(self.consumers):
+                        # The first broker's task is "consumer"; others are named by address.
+                        host, port = consumer.address
+                        name = "consumer" if index == 0 else f"consumer {host}:{port}"
+                        group.create_task(
+                            self._supervised(name, _runner(consumer, self.stopping, drained)),
+                            name=name,
+                        )
                     group.create_task(self._watchdog(pool), name="watchdog")
                     group.create_task(self._report(), name="report")
                     if config.rollup_every_s > 0:
@@ -204,8 +233,8 @@ class IngestService:
 
     async def _watchdog(self, pool: Pool) -> None:
         """Report (and reconnect) when telemetry stops while devices say they are online."""
-        pipeline, consumer = self.pipeline, self.consumer
-        if pipeline is None or consumer is None:
+        pipeline, consumers = self.pipeline, self.consumers
+        if pipeline is None or not consumers:
             return
         every_s = min(10.0, self.config.stall_after_s / 2)
         quiet_since = time.monotonic()
@@ -215,7 +244,8 @@ class IngestService:
             if self.stopping.is_set():
                 return
             quiet_s = time.monotonic() - max(pipeline.last_telemetry, quiet_since)
-            if quiet_s < self.config.stall_after_s or not consumer.connected.is_set():
+            up = [consumer for consumer in consumers if consumer.connected.is_set()]
+            if quiet_s < self.config.stall_after_s or not up:
                 self._set_stalled(False)
                 continue
             try:
@@ -237,7 +267,8 @@ class IngestService:
             )
             self._set_stalled(True)
             quiet_since = time.monotonic()
-            consumer.reconnect()
+            for consumer in up:
+                consumer.reconnect()
 
     async def _rollups(self, pool: Pool) -> None:
         """Bring the rollups up to date every ``rollup_every_s``, and once more at the end."""
@@ -280,6 +311,13 @@ class IngestService:
                 log.info("%s", _summary(self.stats()))
 
 
+def _runner(
+    consumer: Consumer, stopping: asyncio.Event, drained: asyncio.Event
+) -> Callable[[], Awaitable[None]]:
+    """A fresh run of ``consumer`` each time it is called (for ``_supervised``)."""
+    return lambda: consumer.run(stopping, drained)
+
+
 def detection_for(config: IngestConfig) -> DetectionService:
     """The detection service ``config`` asks for, publishing with ingest's broker account."""
     publisher = None
@@ -297,6 +335,7 @@ def detection_for(config: IngestConfig) -> DetectionService:
             config.broker_password,
             tls,
             5 if config.mqtt_protocol == "5" else 4,
+            fallbacks=config.brokers()[1:],
         )
         publisher = AlertPublisher(account, config.alert_topic_prefix)
     zone = ZoneInfo(config.city_timezone)

@@ -58,6 +58,7 @@ class BrokerAccount:
     password: str | None = None
     tls: ssl.SSLContext | None = None
     protocol: int = 5
+    fallbacks: tuple[tuple[str, int], ...] = ()  # the city's other brokers, same account
 
 
 def alert_payload(row: tuple[object, ...]) -> tuple[str, bytes]:
@@ -73,6 +74,9 @@ def alert_payload(row: tuple[object, ...]) -> tuple[str, bytes]:
 class AlertPublisher:
     """Publishes the outbox; one connection, reopened when it drops.
 
+    With several brokers in the city a lost connection is reopened to the next one, so alerts
+    do not wait for a lost broker to return.
+
     Args:
         account: Broker and credentials.
         prefix: Topic prefix, e.g. ``city/alerts/v1``.
@@ -82,6 +86,8 @@ class AlertPublisher:
         self.account = account
         self.prefix = prefix
         self._client: MqttClient | None = None
+        self._addresses = ((account.host, account.port), *account.fallbacks)
+        self._current = 0
         self.published = 0
 
     async def publish_pending(self, pool: Pool, *, limit: int = 500) -> int:
@@ -105,7 +111,7 @@ class AlertPublisher:
                     sent.append(int(str(row[0])))
             except MqttError as exc:  # mark what went out, keep the rest for the next attempt
                 failure = exc
-                self._client = None
+                self._move_on()
             if sent:
                 await conn.execute(_MARK, (sent,))
         self.published += len(sent)
@@ -113,13 +119,21 @@ class AlertPublisher:
             raise failure
         return len(sent)
 
+    def _move_on(self) -> None:
+        """Forget the connection; the next attempt goes to the next broker of the list."""
+        self._client = None
+        self._current = (self._current + 1) % len(self._addresses)
+
     async def _connected(self) -> MqttClient:
         if self._client is not None and self._client.connected:
             return self._client
+        if self._client is not None:  # it dropped since the last round
+            self._move_on()
         account = self.account
+        host, port = self._addresses[self._current]
         client = MqttClient(
-            host=account.host,
-            port=account.port,
+            host=host,
+            port=port,
             client_id=account.client_id,
             on_messages=lambda _messages: None,
             protocol=account.protocol,
@@ -128,9 +142,13 @@ class AlertPublisher:
             tls=account.tls,
             clean=True,  # the outbox is the session: nothing is left on the broker between runs
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except MqttError:
+            self._move_on()
+            raise
         self._client = client
-        log.info("publishing alerts to %s:%d under %s", account.host, account.port, self.prefix)
+        log.info("publishing alerts to %s:%d under %s", host, port, self.prefix)
         return client
 
     async def close(self) -> None:

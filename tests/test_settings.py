@@ -37,6 +37,9 @@ def test_ingest_settings_from_file_environment_and_secret_file(tmp_path: Path) -
         ("[ingest]\nmqtt_protocol = '4'\n", "mqtt_protocol must be one of"),
         ("[ingest]\nreceive_maximum = 0\n", "receive_maximum must be within"),
         ("[ingest]\nshared_group = 'g'\nmqtt_protocol = '3.1.1'\n", "shared_group needs"),
+        ("[ingest]\nmore_brokers = ['mqtt-b.example.org']\n", "must look like host:port"),
+        ("[ingest]\nmore_brokers = ['mqtt-b:88830']\n", "must look like host:port"),
+        ("[ingest]\nmore_brokers = ['localhost:1883']\n", "names a broker twice"),
         ("[ingress]\n", "unknown section"),
         ("[ingest\n", "line 1"),
         ("[ingest]\nbroker_password_file = '/nonexistent/x'\n", "cannot read /nonexistent/x"),
@@ -47,6 +50,17 @@ def test_bad_ingest_settings_name_the_key(tmp_path: Path, text: str, message: st
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         ingest_config.load(str(path), env={})
+
+
+def test_the_city_s_brokers_come_from_the_file_or_a_comma_separated_variable() -> None:
+    config = ingest_config.load(
+        None, env={"CITY_INGEST_MORE_BROKERS": "mqtt-b.example.org:1883, [::1]:1884"}
+    )
+    assert config.brokers() == (
+        ("localhost", 1883),
+        ("mqtt-b.example.org", 1883),
+        ("::1", 1884),
+    )
 
 
 def test_environment_values_are_parsed_by_type() -> None:

@@ -22,7 +22,10 @@ def environment(config: IngestConfig) -> dict[str, str]:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is not None:
-            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if isinstance(value, tuple):  # a list setting: comma-separated
+                text = ",".join(map(str, value))
+            else:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
             env[f"{ENV_PREFIX}{field.name.upper()}"] = text
     return env
 

@@ -50,12 +50,25 @@ def wait_until(check: object, timeout_s: float, every_s: float = 0.25) -> bool:
     return bool(check())  # type: ignore[operator]
 
 
-def start_fleet(dsn: str, broker: BrokerAddress, site: str, devices: int = 24) -> Fleet:
+def start_fleet(
+    dsn: str,
+    broker: BrokerAddress,
+    site: str,
+    devices: int = 24,
+    fallbacks: tuple[tuple[str, int], ...] = (),
+) -> Fleet:
     specs = plan_fleet(devices, seed=7, districts=[District(site, "Test", 53.8, -1.55)])
     register_devices(dsn, [DeviceRecord(s.device, s.site, s.family, s.name) for s in specs])
     fleet = Fleet(
         specs,
-        BrokerSettings(host=broker.host, port=broker.port, reconnect_min_s=1, reconnect_max_s=2),
+        BrokerSettings(
+            host=broker.host,
+            port=broker.port,
+            keepalive_s=2,
+            reconnect_min_s=1,
+            reconnect_max_s=2,
+            fallbacks=fallbacks,
+        ),
         sample_interval_s=0.1,
         batch_interval_s=0.3,
         record=True,
@@ -169,6 +182,36 @@ def test_broker_restart_under_load_loses_nothing(
     finally:
         fleet.stop(drain_timeout=0)
         assert worker.stop() == 0
+
+
+def test_a_broker_killed_under_load_loses_nothing(
+    own_broker: Mosquitto, timescale_database: Database, unique_site: str, worker_log: Path
+) -> None:
+    """Two brokers, ingest consuming from both, devices on the first: the first is killed
+    (no goodbye, its unsent queue lost with it). Devices move to the second, ingest stays ready
+    on it, and every reading sampled is stored once."""
+    second = Mosquitto()
+    second.start()
+    dsn = timescale_database.dsn
+    address = BrokerAddress(own_broker.host, own_broker.port)
+    config = ingest_config(address, dsn, more_brokers=(f"{second.host}:{second.port}",))
+    worker = IngestProcess(config, worker_log)
+    worker.start()
+    assert wait_until(lambda: worker.metric("ingest_broker_connected") == 2, 30)
+    fleet = start_fleet(dsn, address, unique_site, fallbacks=((second.host, second.port),))
+    try:
+        assert wait_until(lambda: len(stored(dsn)) > 200, 30)
+        own_broker.stop(kill=True)
+        before = len(stored(dsn))
+        assert wait_until(lambda: len(stored(dsn)) > before + 200, 30), "devices did not move"
+        assert worker.get("/readyz")[0] == 200  # one broker left is enough
+        assert worker.metric("ingest_broker_connected") == 1
+        finish(fleet, dsn)
+        assert worker.alive()
+    finally:
+        fleet.stop(drain_timeout=0)
+        assert worker.stop() == 0
+        second.cleanup()
 
 
 def test_two_workers_share_the_load_without_loss_or_duplicates(

@@ -23,6 +23,7 @@ from tests.ingest.helpers import (
     stored_keys,
 )
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.mosquitto import Mosquitto
 
 
 async def test_bad_messages_are_rejected_with_reasons_and_the_good_ones_around_them_stored(
@@ -104,6 +105,47 @@ async def test_messages_published_while_ingest_is_away_are_stored_when_it_return
     await asyncio.to_thread(publish_all, broker, later)
     async with running_ingest(config):
         assert await eventually(lambda: len(stored_keys(dsn)) == 3 + 10 * 2)
+
+
+async def test_a_batch_seen_through_two_brokers_is_stored_once_and_acknowledged_on_both(
+    broker: BrokerAddress, timescale_database: Database, unique_site: str
+) -> None:
+    second = Mosquitto()
+    second.start()
+    try:
+        other = BrokerAddress(second.host, second.port)
+        dsn = timescale_database.dsn
+        register(dsn, [("aq-0001", unique_site)])
+        topic = f"city/v1/{unique_site}/aq-0001/telemetry"
+        config = ingest_config(broker, dsn, more_brokers=(f"{other.host}:{other.port}",))
+        start = recent()
+        twice = (topic, batch_payload("aq-0001", 1, start))
+        async with running_ingest(config) as service:
+            assert await eventually(lambda: service.metrics.broker_connected._value.get() == 2)
+            await asyncio.to_thread(publish_all, broker, [twice])
+            await asyncio.to_thread(
+                publish_all,
+                other,
+                [twice, (topic, batch_payload("aq-0001", 2, start - timedelta(minutes=2), 2))],
+            )
+            assert await eventually(lambda: len(stored_keys(dsn)) == 3 + 2)
+            assert await eventually(lambda: service.stats().duplicates == 3)
+        # Both brokers were acknowledged: neither redelivers to the same worker's session (the
+        # shared test broker also carries other tests' messages: count only this device's).
+        async with running_ingest(config) as service:
+            assert await eventually(lambda: service.metrics.broker_connected._value.get() == 2)
+            await asyncio.to_thread(
+                publish_all,
+                other,
+                [(topic, batch_payload("aq-0001", 3, start - timedelta(minutes=4)))],
+            )
+            assert await eventually(lambda: len(stored_keys(dsn)) == 3 + 2 + 3)
+            # Redelivered earlier batches would have come first, on resuming each session.
+            assert service.stats().duplicates == 0
+        keys = stored_keys(dsn)
+        assert len(keys) == len(set(keys))
+    finally:
+        second.cleanup()
 
 
 class _SteadyBackoff:

@@ -9,6 +9,7 @@ published is in the database exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,12 +19,15 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.mqtt import MqttError
 from ingest.service import IngestService, open_pool
 from processing.alerts import AlertStore, Opening
+from processing.publish import AlertPublisher, BrokerAccount
 from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
 from tests.ingest.mqtt.proxy import Cut, CuttingProxy
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.mosquitto import Mosquitto
 
 CONNACK, PUBACK, SUBACK, PINGRESP = 2, 4, 9, 13
 NAMES = {CONNACK: "CONNACK", SUBACK: "SUBACK", PINGRESP: "PINGRESP", PUBACK: "PUBACK"}
@@ -169,3 +173,59 @@ async def test_the_alert_publisher_recovers_from_a_cut_before_its_puback(
     finally:
         observer.loop_stop()
         observer.disconnect()
+
+
+async def test_alerts_go_out_through_the_next_broker_when_the_first_is_lost(
+    broker: BrokerAddress, timescale_database: Database, unique_site: str
+) -> None:
+    """The publisher's broker is gone: the event goes out through the city's other broker, and
+    the outbox marks it sent once."""
+    dsn = timescale_database.dsn
+    register(dsn, [("aq-0001", unique_site)])
+    fleet = Fleet(broker, unique_site)
+    async with running_ingest(ingest_config(broker, dsn, detection=False)):
+        await asyncio.to_thread(fleet.publish, 1)  # the device's streams, to raise alerts on
+        assert await eventually(lambda: exactly_once(dsn, fleet))
+    lost = Mosquitto()
+    lost.start()
+    seen: list[dict[str, object]] = []
+    observer = paho.Client(CallbackAPIVersion.VERSION2)
+    observer.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload))
+    observer.connect(broker.host, broker.port)
+    observer.subscribe(f"city/alerts/v1/{unique_site}/#", qos=1)
+    observer.loop_start()
+    publisher = AlertPublisher(
+        BrokerAccount(lost.host, lost.port, "alerts-test", fallbacks=((broker.host, broker.port),)),
+        "city/alerts/v1",
+    )
+    try:
+        async with open_pool(dsn) as pool:
+            with psycopg.connect(dsn) as conn:
+                row = conn.execute("SELECT stream_id FROM streams LIMIT 1").fetchone()
+            assert row is not None
+            opening = Opening(
+                row[0], "aq-0001", unique_site, "spike", "warning", "test", 0.99, 80.0, recent()
+            )
+            outcome, alert_id = await AlertStore(pool).open(opening)
+            assert outcome == "opened"
+            assert await publisher.publish_pending(pool) == 1  # through the first broker
+            lost.stop(kill=True)
+            assert await AlertStore(pool).resolve_condition(row[0], "spike", "calm") == alert_id
+            # A round that finds the broker gone may fail; the next uses the other broker.
+            sent = 0
+            for _ in range(3):
+                with contextlib.suppress(MqttError):
+                    sent = await publisher.publish_pending(pool)
+                    break
+            assert sent == 1
+            assert await eventually(lambda: any(e["alert_id"] == alert_id for e in seen), 10)
+            with psycopg.connect(dsn) as conn:
+                left = conn.execute(
+                    "SELECT count(*) FROM alert_events WHERE published_at IS NULL"
+                ).fetchone()
+            assert left == (0,)
+    finally:
+        await publisher.close()
+        observer.loop_stop()
+        observer.disconnect()
+        lost.cleanup()
