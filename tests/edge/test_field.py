@@ -67,6 +67,19 @@ def wait_until(check: object, timeout: float) -> bool:
     return bool(check())  # type: ignore[operator]
 
 
+def air_agent(
+    site: str, device: str, broker: BrokerSettings, spool: Spool, sampled: list[Batch]
+) -> EdgeAgent:
+    """An agent sampling a simulated air station quickly, recording each batch it makes."""
+    return EdgeAgent(
+        AgentSettings(site=site, device=device, sample_interval_s=0.05, batch_interval_s=0.2),
+        [SimulatedAirQuality("aq", seed=int(device[-1]))],
+        Publisher(site=site, device=device, broker=broker),
+        spool,
+        on_batch=sampled.append,
+    )
+
+
 @pytest.fixture
 def own_broker() -> Iterator[Mosquitto]:
     broker = Mosquitto()
@@ -82,20 +95,12 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(
     subscriber = Subscriber(address, unique_site)
     sampled: list[Batch] = []
     spool = Spool(tmp_path / "spool.db")
-    agent = EdgeAgent(
-        AgentSettings(
-            site=unique_site, device="aq-0001", sample_interval_s=0.05, batch_interval_s=0.2
-        ),
-        [SimulatedAirQuality("aq", seed=3)],
-        Publisher(
-            site=unique_site,
-            device="aq-0001",
-            broker=BrokerSettings(
-                own_broker.host, own_broker.port, reconnect_min_s=0.2, reconnect_max_s=1
-            ),
-        ),
+    agent = air_agent(
+        unique_site,
+        "aq-0001",
+        BrokerSettings(own_broker.host, own_broker.port, reconnect_min_s=0.2, reconnect_max_s=1),
         spool,
-        on_batch=sampled.append,
+        sampled,
     )
     stop = threading.Event()
     runner = threading.Thread(target=agent.run, args=(stop,))
@@ -129,25 +134,19 @@ def test_a_device_moves_to_the_next_broker_when_its_broker_dies(
     second_seen = Subscriber(BrokerAddress(second.host, second.port), unique_site)
     sampled: list[Batch] = []
     spool = Spool(tmp_path / "spool.db")
-    agent = EdgeAgent(
-        AgentSettings(
-            site=unique_site, device="aq-0002", sample_interval_s=0.05, batch_interval_s=0.2
-        ),
-        [SimulatedAirQuality("aq", seed=4)],
-        Publisher(
-            site=unique_site,
-            device="aq-0002",
-            broker=BrokerSettings(
-                own_broker.host,
-                own_broker.port,
-                keepalive_s=2,
-                reconnect_min_s=0.2,
-                reconnect_max_s=1,
-                fallbacks=((second.host, second.port),),
-            ),
+    agent = air_agent(
+        unique_site,
+        "aq-0002",
+        BrokerSettings(
+            own_broker.host,
+            own_broker.port,
+            keepalive_s=2,
+            reconnect_min_s=0.2,
+            reconnect_max_s=1,
+            fallbacks=((second.host, second.port),),
         ),
         spool,
-        on_batch=sampled.append,
+        sampled,
     )
     stop = threading.Event()
     runner = threading.Thread(target=agent.run, args=(stop,))

@@ -77,6 +77,16 @@ async def ready_becomes(service: IngestService, status: int, timeout_s: float = 
         await asyncio.sleep(0.02)
 
 
+def alert_observer(broker: BrokerAddress, site: str, seen: list[dict[str, object]]) -> paho.Client:
+    """A running subscriber appending every alert event of ``site`` to ``seen``."""
+    observer = paho.Client(CallbackAPIVersion.VERSION2)
+    observer.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload))
+    observer.connect(broker.host, broker.port)
+    observer.subscribe(f"city/alerts/v1/{site}/#", qos=1)
+    observer.loop_start()
+    return observer
+
+
 def exactly_once(dsn: str, fleet: Fleet) -> bool:
     keys = stored_keys(dsn)
     return len(keys) == fleet.sent * 3 == len(set(keys))
@@ -127,11 +137,7 @@ async def test_the_alert_publisher_recovers_from_a_cut_before_its_puback(
     register(dsn, [("aq-0001", unique_site)])
     fleet = Fleet(broker, unique_site)
     seen: list[dict[str, object]] = []
-    observer = paho.Client(CallbackAPIVersion.VERSION2)
-    observer.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload))
-    observer.connect(broker.host, broker.port)
-    observer.subscribe(f"city/alerts/v1/{unique_site}/#", qos=1)
-    observer.loop_start()
+    observer = alert_observer(broker, unique_site, seen)
     try:
         async with CuttingProxy(broker.host, broker.port) as proxy:
             config = ingest_config(BrokerAddress("127.0.0.1", proxy.port), dsn)
@@ -189,11 +195,7 @@ async def test_alerts_go_out_through_the_next_broker_when_the_first_is_lost(
     lost = Mosquitto()
     lost.start()
     seen: list[dict[str, object]] = []
-    observer = paho.Client(CallbackAPIVersion.VERSION2)
-    observer.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload))
-    observer.connect(broker.host, broker.port)
-    observer.subscribe(f"city/alerts/v1/{unique_site}/#", qos=1)
-    observer.loop_start()
+    observer = alert_observer(broker, unique_site, seen)
     publisher = AlertPublisher(
         BrokerAccount(lost.host, lost.port, "alerts-test", fallbacks=((broker.host, broker.port),)),
         "city/alerts/v1",
