@@ -42,6 +42,7 @@ from edge.publisher import BrokerSettings  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402
 from ingest.registry import DeviceRecord, register_devices  # noqa: E402
 from ingest.schema import migrate  # noqa: E402
+from tests.ingest.helpers import stored_keys  # noqa: E402
 from tests.ingest.process import IngestProcess  # noqa: E402
 from tests.services.mosquitto import Mosquitto  # noqa: E402
 from tests.services.postgres import PostgresServer  # noqa: E402
@@ -66,13 +67,9 @@ def stored_after(dsn: str, moment: datetime) -> int:
     return int(row[0]) if row else 0
 
 
-def stored_keys(dsn: str) -> list[tuple[str, str, str, str]]:
-    with psycopg.connect(dsn, connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT s.device_id, s.sensor, s.metric, r.ts"
-            " FROM readings r JOIN streams s USING (stream_id)"
-        ).fetchall()
-    return [(str(d), str(s), str(m), ts.isoformat()) for d, s, m, ts in rows]
+def reading_keys(dsn: str) -> list[tuple[str, str, str, str]]:
+    """Every stored reading's key as the fleet records it: (device, sensor, metric, ts)."""
+    return [(d, s, m, ts.isoformat()) for d, s, m, ts, _value in stored_keys(dsn)]
 
 
 def wait_for(check: object, timeout_s: float, every_s: float = 0.05) -> float | None:
@@ -138,9 +135,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         fleet.stop_sampling()
         drained = fleet.drain(args.timeout)
         expected = fleet.published
-        wait_for(lambda: len(stored_keys(dsn)) >= len(expected), args.timeout, 0.5)
+        wait_for(lambda: len(reading_keys(dsn)) >= len(expected), args.timeout, 0.5)
         elapsed = time.monotonic() - started
-        rows = stored_keys(dsn)
+        rows = reading_keys(dsn)
         keys = set(rows)
         redelivered = worker.metric("ingest_readings_duplicate_total")
         return {

@@ -372,12 +372,12 @@ def stage_kernel(
         floor = max(params[r, P_FLOOR], core[r, C_QUANTUM])
         step_sigma = max(MAD_TO_SIGMA * core[r, C_STEP_SPREAD], floor)
         sudden = min(abs(residual), abs(change)) / step_sigma
-        # The tail of |z| itself says which readings the baseline should not learn from (a
-        # drift beyond the usual is held back, however slowly it came); it scores nothing.
-        far_score = tail_score(core, r, C_SPIKE_Q, abs(z)) if statistical else 0.0
         spike_score = tail_score(core, r, C_JUMP_Q, sudden) if statistical else 0.0
         shift_score = tail_score(core, r, C_SHIFT_Q, shift) if statistical else 0.0
         if statistical and warm:
+            # The tail of |z| itself says which readings the baseline should not learn from (a
+            # drift beyond the usual is held back, however slowly it came); it scores nothing.
+            far_score = tail_score(core, r, C_SPIKE_Q, abs(z))
             tail_learn(core, r, C_SPIKE_Q, abs(z), far_score, cfg)
             tail_learn(core, r, C_JUMP_Q, sudden, spike_score, cfg)
             tail_learn(core, r, C_SHIFT_Q, shift, shift_score, cfg)

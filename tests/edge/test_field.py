@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -80,6 +81,20 @@ def air_agent(
     )
 
 
+@contextmanager
+def running(agent: EdgeAgent, spool: Spool) -> Iterator[EdgeAgent]:
+    """Run ``agent`` on a thread; on leaving, stop it (bounded) and close its spool."""
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,))
+    runner.start()
+    try:
+        yield agent
+    finally:
+        stop.set()
+        runner.join(30)
+        spool.close()
+
+
 @pytest.fixture
 def own_broker() -> Iterator[Mosquitto]:
     broker = Mosquitto()
@@ -102,19 +117,12 @@ def test_a_broker_outage_loses_nothing_and_keeps_the_order(
         spool,
         sampled,
     )
-    stop = threading.Event()
-    runner = threading.Thread(target=agent.run, args=(stop,))
-    runner.start()
-    try:
+    with running(agent, spool):
         assert wait_until(lambda: len(subscriber.batches()) >= 3, 10)
         own_broker.stop()
         assert wait_until(lambda: agent.backlog > 3, 20)  # it samples and spools meanwhile
         own_broker.start()
         assert wait_until(lambda: agent.backlog == 0 and len(sampled) > 15, 30)
-    finally:
-        stop.set()
-        runner.join(30)
-        spool.close()
     assert wait_until(lambda: {b.seq for b in subscriber.batches()} >= {b.seq for b in sampled}, 10)
     subscriber.close()
     received = subscriber.batches()
@@ -148,18 +156,13 @@ def test_a_device_moves_to_the_next_broker_when_its_broker_dies(
         spool,
         sampled,
     )
-    stop = threading.Event()
-    runner = threading.Thread(target=agent.run, args=(stop,))
-    runner.start()
     try:
-        assert wait_until(lambda: len(first_seen.batches()) >= 3, 10)
-        own_broker.stop(kill=True)
-        assert wait_until(lambda: len(second_seen.batches()) >= 3, 20)  # moved on
-        assert wait_until(lambda: agent.backlog == 0 and len(sampled) > 20, 30)
+        with running(agent, spool):
+            assert wait_until(lambda: len(first_seen.batches()) >= 3, 10)
+            own_broker.stop(kill=True)
+            assert wait_until(lambda: len(second_seen.batches()) >= 3, 20)  # moved on
+            assert wait_until(lambda: agent.backlog == 0 and len(sampled) > 20, 30)
     finally:
-        stop.set()
-        runner.join(30)
-        spool.close()
         second_seen.close()
         second.cleanup()
     first_seen.close()

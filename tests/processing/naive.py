@@ -305,10 +305,10 @@ class NaiveStream:
         change = residual - self.last_residual
         step_sigma = max(SIGMA_PER_MAD * self.step_spread, self.floor, self.quantum)
         sudden = min(abs(residual), abs(change)) / step_sigma
-        far_score = self.spike_tail.score(abs(z)) if statistical else 0.0  # teaches only
         spike_score = self.jump_tail.score(sudden) if statistical else 0.0
         shift_score = self.shift_tail.score(shift) if statistical else 0.0
         if statistical and warm:
+            far_score = self.spike_tail.score(abs(z))  # it teaches the |z| tail, scores nothing
             self.spike_tail.learn(abs(z), far_score, cfg)
             self.jump_tail.learn(sudden, spike_score, cfg)
             self.shift_tail.learn(shift, shift_score, cfg)
