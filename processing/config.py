@@ -61,7 +61,8 @@ class DetectionSettings:
     Time constants are in seconds where a stream's cadence does not matter to the maths, and
     bounded in readings where it does, so one set of defaults serves streams reporting every 10 s
     to every hour. Scores are calibrated per stream (see ``docs/detection.md``): an alert opens
-    at a score of ``alert_score``, whatever the stream.
+    at a score of ``alert_score``, or for a slow stream at a rarity of once per
+    ``alert_every_s`` of its own readings.
 
     Attributes:
         warmup_readings: Readings a new stream learns from before its scores leave 0.
@@ -105,6 +106,10 @@ class DetectionSettings:
             high occupancy, is congestion where one reading's z varies too much to say.
         tail_rate: Learning rate of each stream's tail model (threshold and mean excess).
         quiet_readings: Fewest readings of calm before a condition resolves, for slow streams.
+        alert_every_s: How rare, in the stream's own time, a reading must be to open a
+            condition when that is commoner than ``alert_score``'s 1 in 50,000 readings: an
+            hourly stream opens at once a year of its readings (score 0.65), not once in 5.7
+            years. Streams reporting every 10 minutes or faster keep ``alert_score``.
     """
 
     warmup_readings: float = 30
@@ -139,6 +144,7 @@ class DetectionSettings:
     congestion_mean_z: float = -1.5
     tail_rate: float = 0.05
     quiet_readings: float = 3
+    alert_every_s: float = 365 * 86_400.0
 
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``processing.layout.S_*``)."""

@@ -76,7 +76,6 @@ from processing.layout import (
     P_LO,
     P_METRIC,
     P_PARTNER,
-    S_ALERT_SCORE,
     S_CALM_SCORE,
     S_CONG_MEAN_Z,
     S_CONG_OCC,
@@ -101,7 +100,14 @@ from processing.layout import (
     US,
 )
 from processing.seasonal import baseline_range, learned_cadence
-from processing.tails import cusum_step, score_of_rarity, squash, tail_learn, tail_score
+from processing.tails import (
+    cusum_step,
+    opening_score,
+    score_of_rarity,
+    squash,
+    tail_learn,
+    tail_score,
+)
 
 
 @kernel
@@ -358,8 +364,8 @@ def stage_kernel(
         fresh_nb = ts - core[r, C_NB_TS] <= max(NB_FRESH_S, 2.0 * cadence + 60.0) * US
         shared = fresh_nb and core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
         # Scores are calibrated on the stream's own history (tail_score); conditions open at
-        # alert_score and calm below calm_score, and a slow stream stays quiet for a few readings.
-        alert = cfg[S_ALERT_SCORE]
+        # opening_score and calm below calm_score, and a slow stream stays quiet for a few readings.
+        alert = opening_score(cadence, cfg)
         calm = cfg[S_CALM_SCORE]
         slow = cfg[S_QUIET_READINGS] * cadence
         level_active = conds[r, K_LEVEL, D_ACTIVE] > 0

@@ -32,7 +32,6 @@ from processing.layout import (
     MAD_TO_SIGMA,
     P_FLOOR,
     P_LEAD,
-    S_ALERT_SCORE,
     S_CALM_SCORE,
     S_FLAP_TAU,
     S_MISSING_FACTOR,
@@ -44,7 +43,15 @@ from processing.layout import (
     S_WARMUP,
     US,
 )
-from processing.tails import NB_PRIOR, SHIFT_PRIOR, cusum_step, squash, tail_learn, tail_score
+from processing.tails import (
+    NB_PRIOR,
+    SHIFT_PRIOR,
+    cusum_step,
+    opening_score,
+    squash,
+    tail_learn,
+    tail_score,
+)
 
 
 @kernel
@@ -112,6 +119,8 @@ def neighbour_kernel(
     """
     n_events = 0
     scratch = np.empty(members.shape[0])
+    corrected = np.empty(members.shape[0])
+    usuals = np.empty(members.shape[0])
     fresh_rows = np.empty(members.shape[0], dtype=np.int64)
     for g in range(starts.shape[0] - 1):
         if n_events >= events.shape[0] - (starts[g + 1] - starts[g]):
@@ -125,11 +134,19 @@ def neighbour_kernel(
             if now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US:
                 continue
             scratch[m] = core[r, C_SMOOTH]
+            usuals[m] = core[r, C_NB_OFFSET]
+            corrected[m] = core[r, C_SMOOTH] - usuals[m]
             fresh_rows[m] = r
             m += 1
         if m < cfg[S_NB_MIN]:
             continue
-        median = np.median(scratch[:m])
+        # The consensus is the median of the members each less its usual offset: stations that
+        # usually agree sit close together, so one going wrong moves it by a small fraction of
+        # their spread, not by the gap between two stations' raw levels (which made a faulty
+        # station's neighbours drift apart from the consensus in its place). Adding back the
+        # median usual offset keeps it at a typical station's level: offsets are learned against
+        # the consensus, which would otherwise be free to wander with them.
+        median = np.median(corrected[:m]) + np.median(usuals[:m])
         for j in range(m):
             r = fresh_rows[j]
             # Compare each reading once: a sweep between two readings learns nothing new.
@@ -171,7 +188,7 @@ def neighbour_kernel(
                 r,
                 K_NEIGHBOUR,
                 now_us,
-                score >= cfg[S_ALERT_SCORE],
+                score >= opening_score(cadence, cfg),
                 score >= cfg[S_CALM_SCORE],
                 score,
                 scratch[j],

@@ -13,7 +13,15 @@ import math
 import numpy as np
 
 from processing.config import inline_kernel
-from processing.layout import S_CALM_SCORE, S_CUSUM_CAP, S_CUSUM_CLIP, S_CUSUM_K, S_TAIL_RATE
+from processing.layout import (
+    S_ALERT_EVERY,
+    S_ALERT_SCORE,
+    S_CALM_SCORE,
+    S_CUSUM_CAP,
+    S_CUSUM_CLIP,
+    S_CUSUM_K,
+    S_TAIL_RATE,
+)
 
 TAIL_SHARE = 0.01
 SCORE_DECADES = 3.0
@@ -103,3 +111,22 @@ def cusum_step(core: np.ndarray, r: int, pos: int, neg: int, z: float, cfg: np.n
 def score_of_rarity(decades: float) -> float:
     """A tail probability of 10 ** -decades as a score (see :func:`tail_score`)."""
     return min(1.0, max(0.0, (decades - 2.0) / SCORE_DECADES))
+
+
+@inline_kernel
+def opening_score(cadence_s: float, cfg: np.ndarray) -> float:
+    """The score from which a statistical condition opens on a stream read every ``cadence_s``.
+
+    Scores count readings, but an operator counts alerts per week: at ``alert_score`` (1 in
+    50,000 readings) a 30-second stream's calibrated tail would open one about every 17 days,
+    an hourly stream's one every 5.7 years. A slow stream therefore opens at the rarity of once
+    per ``alert_every_s`` of its own readings, when that is commoner; never at or below
+    ``calm_score``, where readings still teach.
+    """
+    alert: float = cfg[S_ALERT_SCORE]
+    if cadence_s <= 0.0:
+        return alert
+    readings = max(cfg[S_ALERT_EVERY] / cadence_s, 1.0)
+    per_time = score_of_rarity(math.log10(readings))
+    lowest: float = cfg[S_CALM_SCORE] + 0.1
+    return min(alert, max(per_time, lowest))

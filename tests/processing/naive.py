@@ -319,7 +319,7 @@ class NaiveStream:
         self._condition(
             Kind.SPIKE,
             ts,
-            statistical and not level_active and spike_score >= cfg.alert_score,
+            statistical and not level_active and spike_score >= opening_score(self.cadence, cfg),
             spike_score >= cfg.calm_score,
             spike_score,
             slow,
@@ -327,7 +327,7 @@ class NaiveStream:
         self._condition(
             Kind.LEVEL_SHIFT,
             ts,
-            statistical and shift_score >= cfg.alert_score and not explained,
+            statistical and shift_score >= opening_score(self.cadence, cfg) and not explained,
             shift_score >= cfg.calm_score,
             shift_score,
             slow,
@@ -513,6 +513,16 @@ def _learn(state: Ewm, x: float, rate: float, clip: bool, sigma: float) -> Ewm:
     )
 
 
+def opening_score(cadence_s: float, cfg: DetectionSettings) -> float:
+    """``alert_score``, or for a slow stream the rarity of once per ``alert_every_s`` of its
+    readings (as a score: 2 decades is 0, 5 decades is 1), never below ``calm_score`` + 0.1."""
+    if cadence_s <= 0:
+        return cfg.alert_score
+    decades = math.log10(max(cfg.alert_every_s / cadence_s, 1.0))
+    per_time = min(1.0, max(0.0, (decades - 2.0) / 3.0))
+    return min(cfg.alert_score, max(per_time, cfg.calm_score + 0.1))
+
+
 def _squash(strength: float, half: float) -> float:
     return strength * strength / (strength * strength + half * half)
 
@@ -571,7 +581,11 @@ class NaiveCity:
         ]
         if len(fresh) < cfg.neighbour_min_members:
             return
-        median = statistics.median(self.streams[i].smooth for i in fresh)
+        # Each member less its usual offset, then the usual offsets' median added back.
+        usuals = [self.streams[i].neighbours.offset for i in fresh]
+        median = statistics.median(
+            self.streams[i].smooth - usual for i, usual in zip(fresh, usuals, strict=True)
+        ) + statistics.median(usuals)
         for stream_id in fresh:
             stream = self.streams[stream_id]
             view = stream.neighbours
@@ -607,7 +621,7 @@ class NaiveCity:
             stream._condition(
                 Kind.NEIGHBOUR,
                 now,
-                score >= cfg.alert_score,
+                score >= opening_score(stream.cadence, cfg),
                 score >= cfg.calm_score,
                 score,
                 cfg.quiet_readings * stream.cadence,

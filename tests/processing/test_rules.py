@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from processing.config import DetectionSettings
 from processing.hook import ReadingColumns
 from processing.kinds import Kind
 from processing.stage import DetectionStage, Event
 from processing.streams import StreamInfo
+from processing.tails import opening_score
 
 MONDAY = datetime(2026, 10, 5, tzinfo=UTC)
 MINUTE_US = 60_000_000
@@ -129,3 +131,47 @@ def test_an_air_quality_alert_holds_through_an_outage_instead_of_closing_and_reo
     assert air[0] == (True, 17)  # 18 hours: three quarters of the period
     assert len(air) == 2  # one alert, one resolution: nothing closed and reopened by the gap
     assert air[1] == (False, 60)  # the day's mean is clean again (not at hour 43, mid-gap)
+
+
+def test_a_station_going_wrong_alone_does_not_take_its_neighbours_with_it() -> None:
+    """The consensus is of the stations less their usual offsets: the lowest of seven stations,
+    far apart in level, reading 200 µg/m³ must not move the others' comparison by a rank."""
+    rng = np.random.default_rng(11)
+    steps, stations = 2 * 1440, 7
+    base = np.array([5.0, 10, 15, 20, 25, 30, 35])
+    values = base * (1 + 0.04 * rng.normal(size=(steps, stations)))
+    values[1500:, 0] = 200 * (1 + 0.04 * rng.normal(size=steps - 1500))
+    events = _run(_air_district(stations), values, sweep=True)
+    assert {e.stream_id for e in _opened(events, Kind.NEIGHBOUR)} == {0}
+
+
+def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
+    """Ten weeks of an hourly daily cycle with a spike of ``size`` at the end of week nine."""
+    rng = np.random.default_rng(12)
+    hours = np.arange(10 * 168)
+    values = 20 + 5 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 1.0, hours.size)
+    at = 9 * 168 + 13
+    values[at] += size
+    ts = int(MONDAY.timestamp() * 1e6) + hours * 3_600_000_000
+    stage = DetectionStage(settings)
+    stage.describe([StreamInfo(0, "aq-1", "aq", "temperature", "°C", "air", "north")])
+    scores = np.zeros(hours.size)
+    stage.process(ReadingColumns(np.zeros(hours.size, np.int32), ts, values), out_score=scores)
+    return float(scores[at]), stage.drain()
+
+
+def test_an_hourly_stream_opens_at_the_rarity_of_once_a_year_of_its_readings() -> None:
+    """A score of 0.9 is 1 in 50,000 readings: every 17 days at 30 s, every 5.7 years hourly."""
+    assert opening_score(30.0, DetectionSettings().as_array()) == 0.9
+    assert 0.6 < opening_score(3600.0, DetectionSettings().as_array()) < 0.7
+    sizes = [
+        size
+        for size in np.arange(3.0, 15.0, 0.25)
+        if 0.7 <= _hourly_spike_score(size, DetectionSettings())[0] < 0.85
+    ]
+    assert sizes, "no spike size scores between 0.7 and 0.85"
+    _, events = _hourly_spike_score(sizes[0], DetectionSettings())
+    assert [e.kind for e in events if e.opened] == [Kind.SPIKE]
+    # Measured in readings alone (alert_score whatever the cadence) it would not open.
+    strict = DetectionSettings(alert_every_s=1e12)
+    assert _opened(_hourly_spike_score(sizes[0], strict)[1], Kind.SPIKE) == []
