@@ -15,8 +15,10 @@ from tests.conftest import Database
 from tests.dashboard.serving import serving
 from tests.dashboard.test_security import _dependencies, audit
 
+# The last year: the planted city (November 2026) is in range until November 2027, where the
+# last 30 days lost its first hours on 2026-12-01.
 CHOICES = {"history-metric": "pm2_5", "history-site": [], "history-devices": "aq-0001, aq-0002",
-           "history-range": "30d", "history-bucket": "1h", "history-group": "stream"}  # fmt: skip
+           "history-range": "365d", "history-bucket": "1h", "history-group": "stream"}  # fmt: skip
 
 
 def _call(client: httpx.Client, output: str, values: dict[str, Any]) -> dict[str, Any]:
