@@ -90,6 +90,9 @@ class DetectionService:
         self._waiting: list[ReadingColumns] = []
         self._waiting_readings = 0
         self._deferred: dict[tuple[int, Kind], Event] = {}
+        # Transitions drained from the stage but not yet written (a database failover cut the
+        # step short): first in line at the next step, so none is lost.
+        self._unwritten: list[Event] = []
         self.opened = 0
         self.resolved = 0
         self.deferred = 0
@@ -175,8 +178,15 @@ class DetectionService:
         self._deferred.clear()
         # A deferred opening is still wanted only while its condition lasts.
         pending = [e for e in pending if self.stage.active(e.stream_id, e.kind)]
-        for event in pending + self.stage.drain():
-            await self._apply(store, event)
+        events = [*self._unwritten, *pending, *self.stage.drain()]
+        self._unwritten = []
+        for done, event in enumerate(events):
+            try:
+                await self._apply(store, event)
+            except BaseException:
+                # Writing it again is safe: one unresolved alert per stream and kind.
+                self._unwritten = events[done:]
+                raise
         if self.publisher is not None:
             try:
                 while await self.publisher.publish_pending(pool) > 0:

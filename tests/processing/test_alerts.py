@@ -17,7 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg_pool import AsyncConnectionPool
 
 from edge.contract import Batch, Reading, encode_batch
-from processing.alerts import AlertError, AlertStore, Opening
+from processing.alerts import AlertError, AlertStore, Opening, OpenOutcome
+from processing.kinds import Kind
+from processing.service import DetectionService
+from processing.stage import Event
+from processing.streams import StreamInfo
 from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import publish_all, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
@@ -269,3 +273,48 @@ async def test_a_new_sensors_first_reading_is_judged_as_what_it_is(
         assert await eventually(lambda: len(rows(database.dsn, "SELECT 1 FROM alerts")) == 1, 30)
     [(kind, value)] = rows(database.dsn, "SELECT kind, value FROM alerts")
     assert (kind, value) == ("impossible", 80.0)
+
+
+async def test_a_transition_cut_off_by_a_database_failover_is_written_at_the_next_step(
+    database: Database, unique_site: str
+) -> None:
+    """The second of two openings fails as a failover would cut it: the next step writes it."""
+    register(database.dsn, [("aq-0001", unique_site)])
+    with psycopg.connect(database.dsn) as conn:
+        ids = [
+            int(str(row[0]))
+            for metric in ("pm2_5", "pm10")
+            if (
+                row := conn.execute(
+                    "INSERT INTO streams (device_id, sensor, metric, unit)"
+                    " VALUES ('aq-0001', 'aq', %s, 'ug/m3') RETURNING stream_id",
+                    (metric,),
+                ).fetchone()
+            )
+        ]
+    service = DetectionService()
+    service.stage.describe(
+        [StreamInfo(i, "aq-0001", "aq", m, "ug/m3", "air", unique_site)
+         for i, m in zip(ids, ("pm2_5", "pm10"), strict=True)]
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    batches = [[Event(i, Kind.SPIKE, True, now, 0.95, 240.0, 12.0, 3.0) for i in ids]]
+    service.stage.drain = lambda: batches.pop() if batches else []  # type: ignore[method-assign]
+
+    class CutOff(AlertStore):
+        calls = 0
+
+        async def open(self, opening: Opening) -> tuple[OpenOutcome, int | None]:
+            CutOff.calls += 1
+            if CutOff.calls == 2:
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return await super().open(opening)
+
+    async with AsyncConnectionPool(database.dsn, open=False) as pool:
+        store = CutOff(pool)
+        with pytest.raises(psycopg.OperationalError):
+            await service.step(pool, store)
+        await service.step(pool, store)
+    assert rows(database.dsn, "SELECT stream_id, state FROM alerts ORDER BY stream_id") == [
+        (i, "open") for i in sorted(ids)
+    ]
