@@ -52,6 +52,9 @@ def open_pool(database_url: str, *, max_size: int = 4) -> Pool:
         min_size=1,
         max_size=max_size,
         configure=prepare_connection,
+        # A connection to a primary that has since failed over is found out before a batch is
+        # written on it: the pool replaces it, through the URL's hosts, with one that can write.
+        check=AsyncConnectionPool.check_connection,
         open=False,
         name="ingest",
     )
