@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system services the test suite runs for real: Mosquitto, PostgreSQL 15 with the
-# TimescaleDB extension (built from Debian 13's source package, which Debian 12 lacks), and
+# TimescaleDB extension (built from Debian 13's source package, which Debian 12 lacks), Patroni
+# and etcd for the replicated database, and
 # Chromium with its driver and axe-core for the dashboard's browser tests. Idempotent: a second
 # run installs and builds nothing.
 set -euo pipefail
@@ -9,7 +10,7 @@ PG_MAJOR="${PG_MAJOR:-15}"
 TSDB_SUITE="${TSDB_SUITE:-trixie}"
 CACHE_DIR="${SMARTCITY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smartcity}"
 PACKAGES=(mosquitto "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" cmake gcc make xz-utils systemd
-          chromium chromium-driver openssl docker-compose)
+          chromium chromium-driver openssl docker-compose patroni etcd-server)
 
 log() { printf '[install-test-deps] %s\n' "$*"; }
 
@@ -40,10 +41,13 @@ install_packages() {
         | as_root tee /etc/postgresql-common/createcluster.d/smartcity-no-main.conf >/dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${missing[@]}"
-    # The tests start their own broker; the packaged one must not hold port 1883.
-    if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-        as_root systemctl disable --now mosquitto || true
-    fi
+    # The tests start their own broker and etcd; the packaged ones must not hold their ports.
+    local unit
+    for unit in mosquitto etcd; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            as_root systemctl disable --now "$unit" || true
+        fi
+    done
 }
 
 # The mirror this system already uses, read from its deb822 or one-line sources.
