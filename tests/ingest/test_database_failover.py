@@ -1,0 +1,128 @@
+"""The database survives losing a server: Patroni with a synchronous standby, ingest following the
+primary through a multi-host URL. Each test runs a fleet through it and counts every reading the
+devices had acknowledged in the database, key by key."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingest.schema import migrate
+from tests.conftest import BrokerAddress
+from tests.ingest.process import IngestProcess
+from tests.ingest.running import ingest_config
+from tests.ingest.test_faults import finish, start_fleet, stored, wait_until
+from tests.services.patroni import PatroniCluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster() -> Iterator[PatroniCluster]:
+    """Two database servers of this test's own, the first leading, the second in sync."""
+    ha = PatroniCluster()
+    try:
+        ha.start()
+        with psycopg.connect(ha.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE city")
+        migrate(ha.dsn("city"), timescaledb="require")
+        yield ha
+    finally:
+        ha.cleanup()
+
+
+@pytest.fixture
+def worker(
+    cluster: PatroniCluster, broker: BrokerAddress, tmp_path: Path
+) -> Iterator[IngestProcess]:
+    process = IngestProcess(
+        ingest_config(broker, cluster.dsn("city"), batch_max_age_s=0.2), tmp_path / "ingest.log"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _flowing(dsn: str, more_than: int, timeout_s: float = 60) -> None:
+    assert wait_until(lambda: len(stored(dsn)) > more_than, timeout_s), (
+        f"readings stopped at {len(stored(dsn))}"
+    )
+
+
+def test_the_primary_killed_under_load_loses_and_doubles_nothing(
+    cluster: PatroniCluster, worker: IngestProcess, broker: BrokerAddress, unique_site: str
+) -> None:
+    dsn = cluster.dsn("city")
+    fleet = start_fleet(dsn, broker, unique_site)
+    try:
+        _flowing(dsn, 200)
+        old = cluster.primary()
+        assert old is not None
+        old.kill()
+        cluster.wait(lambda: cluster.primary() not in (None, old), 60, "promotion")
+        before = len(stored(dsn))
+        _flowing(dsn, before + 200)  # ingest found the new primary by itself
+        finish(fleet, dsn)
+        assert worker.alive()
+    finally:
+        fleet.stop(drain_timeout=0)
+
+
+def test_a_planned_switchover_under_load_loses_and_doubles_nothing(
+    cluster: PatroniCluster, worker: IngestProcess, broker: BrokerAddress, unique_site: str
+) -> None:
+    dsn = cluster.dsn("city")
+    fleet = start_fleet(dsn, broker, unique_site)
+    try:
+        _flowing(dsn, 200)
+        old, new = cluster.primary(), cluster.sync_standby()
+        assert old is not None
+        assert new is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{old.rest_port}/switchover",
+            data=json.dumps({"leader": old.name, "candidate": new.name}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 200
+        cluster.wait(lambda: cluster.primary() is new, 60, "the switchover")
+        # The old primary comes back as the new one's synchronous standby.
+        cluster.wait(lambda: cluster.sync_standby() is old, 120, "the old primary in sync")
+        before = len(stored(dsn))
+        _flowing(dsn, before + 200)
+        finish(fleet, dsn)
+        assert worker.alive()
+    finally:
+        fleet.stop(drain_timeout=0)
+
+
+def test_the_standby_lost_and_back_keeps_writing_and_loses_nothing(
+    cluster: PatroniCluster, worker: IngestProcess, broker: BrokerAddress, unique_site: str
+) -> None:
+    """Not strict (deploy/patroni): without its standby the primary commits alone, and the
+    standby catches up and is synchronous again when it returns."""
+    dsn = cluster.dsn("city")
+    fleet = start_fleet(dsn, broker, unique_site)
+    try:
+        _flowing(dsn, 200)
+        standby = cluster.sync_standby()
+        assert standby is not None
+        standby.kill()
+        before = len(stored(dsn))
+        _flowing(dsn, before + 200)  # writes go on with one copy
+        standby.start()
+        cluster.wait(lambda: cluster.sync_standby() is standby, 120, "the standby back in sync")
+        finish(fleet, dsn)
+        # Everything is on the standby too: read it there.
+        on_standby = cluster.node_dsn(standby, "city")
+        assert wait_until(lambda: len(stored(on_standby)) == len(fleet.published), 30)
+    finally:
+        fleet.stop(drain_timeout=0)
