@@ -1,4 +1,4 @@
-"""docker-compose.yml and the systemd units agree with the code they run.
+"""docker-compose.yml, docker-compose.ha.yml and the systemd units agree with the code they run.
 
 No container engine runs here: the compose file is checked by ``docker-compose config`` (which
 needs none) and by reading it against the code's configuration, files and ports.
@@ -26,6 +26,9 @@ from smartcity.cli import parser as smartcity_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_HA = ROOT / "docker-compose.ha.yml"
+STACKS = pytest.mark.parametrize("path", [COMPOSE, COMPOSE_HA], ids=["single", "ha"])
+PATRONI_TEMPLATE = ROOT / "deploy" / "patroni" / "patroni.yml.in"
 UNITS = {
     name: ROOT / "deploy" / "systemd" / f"smartcity-{name}.service"
     for name in ("ingest", "dashboard", "api")
@@ -37,8 +40,8 @@ SETTINGS = {
 }
 
 
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+def compose(path: Path = COMPOSE) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
     return loaded
 
 
@@ -59,14 +62,15 @@ def _subcommands() -> set[str]:
     raise AssertionError("smartcity has no subcommands")
 
 
-def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+@STACKS
+def test_docker_compose_accepts_the_file(path: Path, tmp_path: Path) -> None:
     tool = shutil.which("docker-compose")
     assert tool, "docker-compose is missing: run `make test` (installs Debian's docker-compose)"
     # The secrets are the operator's to create; placeholders let the file resolve.
     copy = tmp_path / "stack"
     shutil.copytree(ROOT / "deploy", copy / "deploy")
-    shutil.copy(COMPOSE, copy / "docker-compose.yml")
-    for name, spec in compose()["secrets"].items():
+    shutil.copy(path, copy / "docker-compose.yml")
+    for name, spec in compose(path)["secrets"].items():
         path = copy / spec["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"placeholder for {name}\n")
@@ -79,23 +83,26 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_environment_variable_is_a_real_setting() -> None:
-    for name, service in compose()["services"].items():
+@STACKS
+def test_every_environment_variable_is_a_real_setting(path: Path) -> None:
+    for name, service in compose(path)["services"].items():
         for variable in service.get("environment", {}):
             if variable.startswith("CITY_"):  # the others are the images' own (POSTGRES_*)
                 assert _setting_exists(variable), f"{name}: {variable} is no setting of the code"
 
 
-def test_no_secret_is_written_into_the_file() -> None:
-    for name, service in compose()["services"].items():
+@STACKS
+def test_no_secret_is_written_into_the_file(path: Path) -> None:
+    for name, service in compose(path)["services"].items():
         for variable, value in service.get("environment", {}).items():
             if re.search("PASSWORD|SECRET|DATABASE_URL", variable):
                 assert variable.endswith("_FILE"), f"{name}: {variable} must come from a secret"
                 assert str(value).startswith("/run/secrets/"), f"{name}: {variable}={value}"
 
 
-def test_files_commands_and_ports_exist() -> None:
-    stack = compose()
+@STACKS
+def test_files_commands_and_ports_exist(path: Path) -> None:
+    stack = compose(path)
     for name, service in stack["services"].items():
         assert service.get("restart") == "unless-stopped", name
         # Trial tools (profiles) have no endpoint to probe; the services all do.
@@ -112,9 +119,12 @@ def test_files_commands_and_ports_exist() -> None:
                 assert source in stack["volumes"], f"{name}: {source} is not a named volume"
     broker = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     listeners = {int(p) for p in re.findall(r"^listener (\d+)", broker, flags=re.MULTILINE)}
-    published = {int(p.split(":")[1]) for p in stack["services"]["mosquitto"]["ports"]}
-    assert published <= listeners
-    assert 1883 not in published  # the services' plain listener stays inside the network
+    brokers = [s for s in stack["services"].values() if "mosquitto" in s.get("image", "")]
+    assert brokers
+    for broker_service in brokers:
+        published = {int(p.split(":")[1]) for p in broker_service["ports"]}
+        assert published <= listeners
+        assert 1883 not in published  # the services' plain listener stays inside the network
     dashboard = stack["services"]["dashboard"]
     assert dashboard["ports"] == [f"{dashboard['environment']['CITY_DASHBOARD_PORT']}:8050"]
     api = stack["services"]["api"]
@@ -182,11 +192,36 @@ def test_the_unit_is_hardened_and_runs_what_exists(name: str) -> None:
         assert "NUMBA_CACHE_DIR=/var/cache/" + service["CacheDirectory"] in service["Environment"]
 
 
-def test_ingest_workers_share_the_load_under_their_own_session_ids() -> None:
-    workers = [s for n, s in compose()["services"].items() if s.get("command") == ["ingest"]]
+@STACKS
+def test_ingest_workers_share_the_load_under_their_own_session_ids(path: Path) -> None:
+    workers = [s for n, s in compose(path)["services"].items() if s.get("command") == ["ingest"]]
     assert len(workers) >= 2
     ids = [w["environment"]["CITY_INGEST_CLIENT_ID"] for w in workers]
     assert len(set(ids)) == len(ids)  # one id each, or they push each other off the broker
     groups = {w["environment"]["CITY_INGEST_SHARED_GROUP"] for w in workers}
     assert len(groups) == 1
     assert all(w["environment"]["CITY_INGEST_MQTT_PROTOCOL"] == "5" for w in workers)
+
+
+def test_the_database_nodes_fill_every_name_of_the_patroni_template() -> None:
+    """Each node's environment (and the passwords its entrypoint reads from secrets) gives every
+    ``${NAME}`` of deploy/patroni/patroni.yml.in, so Patroni starts with no placeholder left."""
+    wanted = set(re.findall(r"\$\{(\w+)\}", PATRONI_TEMPLATE.read_text()))
+    nodes = {n: s for n, s in compose(COMPOSE_HA)["services"].items() if "patroni" in str(s)}
+    assert len(nodes) == 2
+    for name, node in nodes.items():
+        from_secrets = re.findall(r"(\w+)=\"\$\$\(cat /run/secrets/", " ".join(node["entrypoint"]))
+        given = set(node["environment"]) | set(from_secrets)
+        assert wanted <= given, f"{name} leaves {sorted(wanted - given)} unfilled"
+        assert node["environment"]["NODE_NAME"] == name
+
+
+def test_the_ha_stack_writes_to_the_primary_and_reads_from_standbys() -> None:
+    stack = compose(COMPOSE_HA)["services"]
+    etcd = [n for n, s in stack.items() if "etcd" in s.get("image", "")]
+    assert len(etcd) == 3  # a quorum survives one member lost
+    workers = [s for s in stack.values() if s.get("command") == ["ingest"]]
+    assert all(w["environment"]["CITY_INGEST_MORE_BROKERS"] for w in workers)
+    header = COMPOSE_HA.read_text().split("x-etcd")[0]
+    assert "target_session_attrs=read-write" in header
+    assert header.count("target_session_attrs=prefer-standby") == 2
