@@ -3,32 +3,45 @@
     python benchmarks/failover.py            # a table for people
     python benchmarks/failover.py --json     # one JSON object
 
-Starts its own PostgreSQL + TimescaleDB, two Mosquitto brokers and an ingest worker consuming
-from both (``more_brokers``), then a simulated fleet (``--devices``, each sampling every
-``--interval`` seconds) publishing to the first broker with the second as its fallback. After
-``--warmup`` seconds the first broker is killed (SIGKILL: no goodbye, its queues lost with it).
+Three parts, each with its own servers on loopback and a simulated fleet (``--devices``, each
+sampling every ``--interval`` seconds) whose every acknowledged reading is counted in the
+database at the end, key by key:
 
-- ``broker_failover_resume_s``: from the kill to the first stored reading sampled after it;
-- ``lost_readings``: readings the fleet sampled (and its spools hold until acknowledged) that
-  are not in the database once the fleet has drained;
-- ``duplicate_readings``: readings stored more than once (the readings' key forbids it; counted
-  from the table, not assumed);
-- ``redelivered_readings``: readings that reached ingest twice (through both brokers, or again
-  after a lost acknowledgement) and were recognised by their key, from ingest's own counter;
-- ``readings_per_s``: readings stored per second over the run, both brokers' share together.
+1. Brokers: PostgreSQL + TimescaleDB, two Mosquitto brokers and an ingest worker consuming from
+   both (``more_brokers``); the fleet publishes to the first with the second as its fallback.
+   After ``--warmup`` seconds the first broker is killed (SIGKILL: its queues lost with it).
+   ``broker_failover_resume_s``: from the kill to the first stored reading sampled after it.
+2. Database: two PostgreSQL + TimescaleDB servers under Patroni (``deploy/patroni``, synchronous
+   mode, fsync on) with their etcd; ingest connects with the multi-host URL. After
+   ``--warmup`` seconds the primary's machine is killed (Patroni and PostgreSQL, SIGKILL).
+   ``db_failover_resume_s``: from the kill to the first stored reading sampled after it (Patroni's
+   leader key lives 10 s: most of this is waiting for it to expire).
+3. Throughput with and without the synchronous standby: the ingest benchmark's publisher
+   offers ``--offered`` readings/s for ``--duration`` seconds to one ingest worker writing to a
+   single durable PostgreSQL (``readings_per_s_single``), then to the Patroni pair, where every
+   commit waits for the standby's flush (``readings_per_s_sync_replica``). Both servers, the
+   broker, the publisher and ingest share this machine's cores.
 
-The database's failover (Patroni, a synchronous standby) is not measured here yet: its keys
-(``db_failover_resume_s``, ``readings_per_s_single``, ``readings_per_s_sync_replica``) and the
-detection keys are reported as null until it is.
+Across parts: ``lost_readings`` (acknowledged by a device, not in the database once drained),
+``duplicate_readings`` (stored twice; the readings' key forbids it, counted from the table),
+``redelivered_readings`` (reached ingest twice and recognised by their key, ingest's counter),
+``readings_published`` and ``readings_per_s`` (the fleets' readings stored per second of run).
+
+The detection keys (``detection_alerts_one_worker``, ``detection_alerts_two_workers``) are
+reported as null until streams have single owners among workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,16 +58,13 @@ from ingest.schema import migrate  # noqa: E402
 from tests.ingest.helpers import stored_keys  # noqa: E402
 from tests.ingest.process import IngestProcess  # noqa: E402
 from tests.services.mosquitto import Mosquitto  # noqa: E402
+from tests.services.patroni import PatroniCluster  # noqa: E402
 from tests.services.postgres import PostgresServer  # noqa: E402
 
 SITE = "failover"
-NOT_MEASURED = (
-    "db_failover_resume_s",
-    "readings_per_s_single",
-    "readings_per_s_sync_replica",
-    "detection_alerts_one_worker",
-    "detection_alerts_two_workers",
-)
+NOT_MEASURED = ("detection_alerts_one_worker", "detection_alerts_two_workers")
+HERE = Path(__file__).resolve().parent
+READINGS_PER_MESSAGE = 10  # the publisher's ten metrics per message
 
 
 def log(message: str) -> None:
@@ -62,8 +72,12 @@ def log(message: str) -> None:
 
 
 def stored_after(dsn: str, moment: datetime) -> int:
-    with psycopg.connect(dsn, connect_timeout=5) as conn:
-        row = conn.execute("SELECT count(*) FROM readings WHERE ts > %s", (moment,)).fetchone()
+    """Readings sampled after ``moment`` and stored; 0 while the database is away."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            row = conn.execute("SELECT count(*) FROM readings WHERE ts > %s", (moment,)).fetchone()
+    except psycopg.OperationalError:
+        return 0
     return int(row[0]) if row else 0
 
 
@@ -82,10 +96,75 @@ def wait_for(check: object, timeout_s: float, every_s: float = 0.05) -> float | 
     return None
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+@dataclass
+class Outcome:
+    """What one kill under a fleet's load did."""
+
+    resume_s: float | None
+    lost: int
+    duplicates: int
+    redelivered: int
+    published: int
+    stored_per_s: float
+
+
+def survive(
+    dsn: str,
+    worker: IngestProcess,
+    broker: BrokerSettings,
+    kill: Callable[[], None],
+    args: argparse.Namespace,
+) -> Outcome:
+    """Run a fleet through ``worker``, ``kill`` something after the warm-up, count everything."""
+    specs = plan_fleet(args.devices, seed=11, districts=[District(SITE, "Bench", 53.8, -1.55)])
+    register_devices(dsn, [DeviceRecord(s.device, s.site, s.family, s.name) for s in specs])
+    fleet = Fleet(
+        specs,
+        broker,
+        sample_interval_s=args.interval,
+        batch_interval_s=max(args.interval, 0.5),
+        record=True,
+    )
+    try:
+        started = time.monotonic()
+        fleet.start()
+        if not fleet.wait_connected(60):
+            raise RuntimeError("the fleet did not connect")
+        log(f"{args.devices} devices publishing; the kill comes in {args.warmup:.0f} s")
+        time.sleep(args.warmup)  # load before the kill: a duration, not a condition
+        killed = datetime.now(UTC)
+        kill()
+        resume = wait_for(lambda: stored_after(dsn, killed) > 0, args.timeout)
+        log(f"readings flow again after {resume} s; running on for {args.after:.0f} s")
+        time.sleep(args.after)
+        fleet.stop_sampling()
+        if not fleet.drain(args.timeout):
+            log("the fleet kept a backlog")
+        expected = fleet.published
+        wait_for(lambda: len(reading_keys(dsn)) >= len(expected), args.timeout, 0.5)
+        elapsed = time.monotonic() - started
+        rows = reading_keys(dsn)
+        keys = set(rows)
+        return Outcome(
+            resume,
+            len(expected - keys),
+            len(rows) - len(keys),
+            int(worker.metric("ingest_readings_duplicate_total")),
+            len(expected),
+            len(rows) / elapsed,
+        )
+    finally:
+        fleet.stop(drain_timeout=0)
+
+
+def quick_reconnects(host: str, port: int, **more: object) -> BrokerSettings:
+    return BrokerSettings(host, port, keepalive_s=2, reconnect_min_s=0.5, reconnect_max_s=2, **more)  # type: ignore[arg-type]
+
+
+def brokers(args: argparse.Namespace, workdir: Path) -> Outcome:
+    """Part 1: one of two brokers killed."""
     database = PostgresServer(durable=True)
     first, second = Mosquitto(), Mosquitto()
-    fleet: Fleet | None = None
     worker: IngestProcess | None = None
     try:
         database.start()
@@ -93,8 +172,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         second.start()
         dsn = database.dsn()
         migrate(dsn, timescaledb="require")
-        specs = plan_fleet(args.devices, seed=11, districts=[District(SITE, "Bench", 53.8, -1.55)])
-        register_devices(dsn, [DeviceRecord(s.device, s.site, s.family, s.name) for s in specs])
         config = IngestConfig(
             database_url=dsn,
             broker_host=first.host,
@@ -105,59 +182,153 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             migrate=False,
             detection=False,
         )
-        worker = IngestProcess(config, workdir / "ingest.log")
+        worker = IngestProcess(config, workdir / "ingest-brokers.log")
         worker.start()
-        fleet = Fleet(
-            specs,
-            BrokerSettings(
-                first.host,
-                first.port,
-                keepalive_s=2,
-                reconnect_min_s=0.5,
-                reconnect_max_s=2,
-                fallbacks=((second.host, second.port),),
-            ),
-            sample_interval_s=args.interval,
-            batch_interval_s=max(args.interval, 0.5),
-            record=True,
+        fleet_broker = quick_reconnects(
+            first.host, first.port, fallbacks=((second.host, second.port),)
         )
-        started = time.monotonic()
-        fleet.start()
-        if not fleet.wait_connected(60):
-            raise RuntimeError("the fleet did not connect")
-        log(f"{args.devices} devices publishing; killing the first broker in {args.warmup:.0f} s")
-        time.sleep(args.warmup)  # load before the kill: a duration, not a condition
-        killed = datetime.now(UTC)
-        first.stop(kill=True)
-        resume = wait_for(lambda: stored_after(dsn, killed) > 0, args.timeout)
-        log(f"readings flow again after {resume} s; running on for {args.after:.0f} s")
-        time.sleep(args.after)
-        fleet.stop_sampling()
-        drained = fleet.drain(args.timeout)
-        expected = fleet.published
-        wait_for(lambda: len(reading_keys(dsn)) >= len(expected), args.timeout, 0.5)
-        elapsed = time.monotonic() - started
-        rows = reading_keys(dsn)
-        keys = set(rows)
-        redelivered = worker.metric("ingest_readings_duplicate_total")
-        return {
-            "broker_failover_resume_s": resume,
-            "lost_readings": len(expected - keys),
-            "duplicate_readings": len(rows) - len(keys),
-            "redelivered_readings": int(redelivered),
-            "readings_published": len(expected),
-            "readings_per_s": len(rows) / elapsed,
-            "fleet_drained": drained,
-            "devices": args.devices,
-            **dict.fromkeys(NOT_MEASURED),
-        }
+        return survive(dsn, worker, fleet_broker, lambda: first.stop(kill=True), args)
     finally:
-        if fleet is not None:
-            fleet.stop(drain_timeout=0)
         if worker is not None:
             worker.stop()
         for service in (first, second, database):
             service.cleanup()
+
+
+def replicated(cluster: PatroniCluster) -> str:
+    """Start the Patroni pair and give it the schema; its multi-host URL."""
+    cluster.start()
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE city")
+    dsn = cluster.dsn("city")
+    migrate(dsn, timescaledb="require")
+    return dsn
+
+
+def database(args: argparse.Namespace, workdir: Path) -> Outcome:
+    """Part 2: the primary's machine killed."""
+    cluster = PatroniCluster(durable=True)
+    broker = Mosquitto()
+    worker: IngestProcess | None = None
+    try:
+        broker.start()
+        dsn = replicated(cluster)
+        config = IngestConfig(
+            database_url=dsn,
+            broker_host=broker.host,
+            broker_port=broker.port,
+            client_id="bench-db-failover",
+            batch_max_age_s=0.1,
+            migrate=False,
+            detection=False,
+        )
+        worker = IngestProcess(config, workdir / "ingest-database.log")
+        worker.start()
+
+        def kill_primary() -> None:
+            primary = cluster.primary()
+            if primary is None:
+                raise RuntimeError("no primary to kill")
+            primary.kill()
+
+        return survive(dsn, worker, quick_reconnects(broker.host, broker.port), kill_primary, args)
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.cleanup()
+        cluster.cleanup()
+
+
+def sustained(dsn: str, args: argparse.Namespace, workdir: Path, name: str) -> float:
+    """Readings/s one ingest worker stores while the publisher offers more than it can take."""
+    devices = 1000
+    register_devices(dsn, [DeviceRecord(f"bench-{n:05d}", "bench", "air") for n in range(devices)])
+    broker = Mosquitto(max_queued=5_000_000, extra_config="max_inflight_messages 20000")
+    worker: IngestProcess | None = None
+    try:
+        broker.start()
+        config = IngestConfig(
+            database_url=dsn,
+            broker_host=broker.host,
+            broker_port=broker.port,
+            client_id=f"bench-{name}",
+            migrate=False,
+            detection=False,
+            log_level="WARNING",
+        )
+        worker = IngestProcess(config, workdir / f"ingest-{name}.log")
+        worker.start()
+        warmup = 5.0
+        load = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "_publisher.py"),
+                "--port",
+                str(broker.port),
+                "--devices",
+                str(devices),
+                "--rate",
+                str(args.offered / READINGS_PER_MESSAGE),
+                "--duration",
+                str(warmup + args.duration),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(warmup)  # a warm pipeline and a queue to draw from: a duration
+        first, started = worker.metric("ingest_readings_stored_total"), time.monotonic()
+        time.sleep(args.duration)
+        rate = (worker.metric("ingest_readings_stored_total") - first) / (
+            time.monotonic() - started
+        )
+        out, _ = load.communicate(timeout=args.timeout)
+        published = int(json.loads(out.strip().splitlines()[-1])["published"])
+        expected = published * READINGS_PER_MESSAGE
+        wait_for(lambda: worker.metric("ingest_readings_stored_total") >= expected, args.timeout, 1)
+        log(f"{name}: {rate:,.0f} readings/s stored of {args.offered:,.0f} offered")
+        return rate
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.cleanup()
+
+
+def throughput(args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+    """Part 3: the same offered load into a single server, then into the synchronous pair."""
+    single = PostgresServer(durable=True)
+    try:
+        single.start()
+        migrate(single.dsn(), timescaledb="require")
+        alone = sustained(single.dsn(), args, workdir, "single")
+    finally:
+        single.cleanup()
+    cluster = PatroniCluster(durable=True)
+    try:
+        paired = sustained(replicated(cluster), args, workdir, "sync-replica")
+    finally:
+        cluster.cleanup()
+    return alone, paired
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    broker = brokers(args, workdir)
+    db = database(args, workdir)
+    single, paired = throughput(args, workdir)
+    both = (broker, db)
+    return {
+        "broker_failover_resume_s": broker.resume_s,
+        "db_failover_resume_s": db.resume_s,
+        "lost_readings": sum(o.lost for o in both),
+        "duplicate_readings": sum(o.duplicates for o in both),
+        "redelivered_readings": sum(o.redelivered for o in both),
+        "readings_published": sum(o.published for o in both),
+        "readings_per_s": statistics.median(o.stored_per_s for o in both),
+        "readings_per_s_single": single,
+        "readings_per_s_sync_replica": paired,
+        "sync_replica_share": paired / single if single else None,
+        "devices": args.devices,
+        **dict.fromkeys(NOT_MEASURED),
+    }
 
 
 def main() -> int:
@@ -170,21 +341,27 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="load before the kill, s")
     parser.add_argument("--after", type=float, default=10.0, help="load after the kill, s")
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for anything")
+    parser.add_argument("--offered", type=float, default=200_000, help="readings/s, part 3")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds, part 3")
     args = parser.parse_args()
     result = run(args, Path(tempfile.mkdtemp(prefix="smartcity-failover-")))
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"broker killed under load from {args.devices} devices (one ingest worker, 2 brokers)")
+    print(f"a broker, then the primary database, killed under load from {args.devices} devices")
     print()
     print(f"{'what':<48}{'value':>14}")
     for key in (
         "broker_failover_resume_s",
+        "db_failover_resume_s",
         "lost_readings",
         "duplicate_readings",
         "redelivered_readings",
         "readings_published",
         "readings_per_s",
+        "readings_per_s_single",
+        "readings_per_s_sync_replica",
+        "sync_replica_share",
     ):
         value = result[key]
         text = (
