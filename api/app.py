@@ -30,19 +30,21 @@ Lists are paged with an opaque `cursor` (follow `next`); exports have no row cap
 
 
 def create_app(config: ApiConfig) -> FastAPI:
-    """The application; its connection pool opens and closes with it."""
+    """The application; its connection pools open and close with it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            config.database_url, min_size=1, max_size=config.pool_size, open=False
-        )
-        await pool.open()
-        app.state.pool = pool
+        pools = [_pool(config.database_url, config.pool_size, "api")]
+        if config.read_database_url:
+            pools.append(_pool(config.read_database_url, config.pool_size, "api-reads"))
+        for pool in pools:
+            await pool.open()
+        app.state.pool, app.state.read_pool = pools[0], pools[-1]
         try:
             yield
         finally:
-            await pool.close()
+            for pool in pools:
+                await pool.close()
 
     app = FastAPI(
         title="City telemetry planner API",
@@ -57,7 +59,7 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.get("/health", tags=["service"], summary="Liveness and database reachability")
     async def health(request: Request) -> dict[str, str]:
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.read_pool.connection() as conn:
             await conn.execute("SELECT 1")
         return {"status": "ok"}
 
@@ -76,6 +78,15 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_exception_handler(psycopg.DataError, _bad_value)
     app.add_exception_handler(psycopg.OperationalError, _unavailable)
     return app
+
+
+def _pool(url: str, size: int, name: str) -> AsyncConnectionPool:
+    # Checked before lending, so a connection to a server that has since failed over is replaced
+    # (through the URL's hosts) before a request runs on it.
+    return AsyncConnectionPool(
+        url, min_size=1, max_size=size, open=False, name=name,
+        check=AsyncConnectionPool.check_connection,
+    )  # fmt: skip
 
 
 async def _bad_request(request: Request, exc: Exception) -> JSONResponse:

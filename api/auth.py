@@ -6,15 +6,22 @@ lacks the scope gets 403. Nothing is served before this check.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
-from fastapi import Depends, HTTPException, Request, status
+import psycopg
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from api import tokens
+from api import db, tokens
+
+log = logging.getLogger(__name__)
+
+# Set on answers read from a standby: the time of the last commit it had replayed.
+DATA_AS_OF: Final = "X-Data-As-Of"
 
 Scope = Literal["catalog", "history", "export"]
 
@@ -45,6 +52,7 @@ def _unauthorised(detail: str) -> HTTPException:
 
 async def _principal(
     request: Request,
+    response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
@@ -53,23 +61,40 @@ async def _principal(
     if parsed is None:
         raise _unauthorised("not a token of this API")
     token_id, secret = parsed
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
+    async with db.pool(request).connection() as conn:
         cursor = await conn.execute(
-            "SELECT name, role, secret_hash FROM api_tokens"
-            " WHERE token_id = %s AND revoked_at IS NULL",
+            "SELECT name, role, secret_hash,"
+            " last_used_at IS NULL OR last_used_at < now() - interval '1 minute',"
+            " CASE WHEN pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END"
+            " FROM api_tokens WHERE token_id = %s AND revoked_at IS NULL",
             (token_id,),
         )
         row = await cursor.fetchone()
-        if row is None or not tokens.matches(secret, bytes(row[2])):
-            raise _unauthorised("unknown or revoked token")
-        # Last use to the minute: a write per request would cost more than it tells.
-        await conn.execute(
-            "UPDATE api_tokens SET last_used_at = now() WHERE token_id = %s"
-            " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-            (token_id,),
-        )
+    if row is None or not tokens.matches(secret, bytes(row[2])):
+        raise _unauthorised("unknown or revoked token")
+    if row[3]:
+        await _note_use(db.writer(request), token_id)
+    if row[4] is not None:
+        # Read from a standby: its data is as fresh as the last commit it replayed.
+        response.headers[DATA_AS_OF] = row[4].isoformat()
     return Principal(str(row[0]), str(row[1]))
+
+
+async def _note_use(pool: AsyncConnectionPool, token_id: int) -> None:
+    """Record the token's last use, to the minute.
+
+    A write per request would cost more than it tells. Best effort: while the primary fails
+    over, answering matters more than this note.
+    """
+    try:
+        async with pool.connection(timeout=2) as conn:
+            await conn.execute(
+                "UPDATE api_tokens SET last_used_at = now() WHERE token_id = %s"
+                " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+                (token_id,),
+            )
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.info("token use not recorded (%s)", type(exc).__name__)
 
 
 def _admitting(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:

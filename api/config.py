@@ -18,7 +18,13 @@ class ApiConfig:
     """What the planner API needs.
 
     Attributes:
-        database_url: libpq connection string of a login in the ``smartcity_api`` role.
+        database_url: libpq connection string of a login in the ``smartcity_api`` role; its
+            writes (token use, the audit log) go here, so on a replicated database it names the
+            primary (``target_session_attrs=read-write``).
+        read_database_url: Where history, the catalogue and token checks are read; on a
+            replicated database the same hosts with ``target_session_attrs=prefer-standby``, so
+            reads load the standby and keep answering while the primary fails over. Empty:
+            ``database_url``.
         host: Interface to listen on.
         port: Port to listen on (0: any free port).
         public_url: How clients reach the API (for paging links); empty: from each request.
@@ -27,6 +33,7 @@ class ApiConfig:
     """
 
     database_url: str = "postgresql:///smartcity"
+    read_database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8060
     public_url: str = ""
@@ -39,7 +46,12 @@ class ApiConfig:
         if self.pool_size < 2:
             raise ValueError("pool_size must be at least 2")
 
-    def __repr__(self) -> str:  # the database URL may carry a password
+    @property
+    def reads_url(self) -> str:
+        """The URL reads go to."""
+        return self.read_database_url or self.database_url
+
+    def __repr__(self) -> str:  # the database URLs may carry a password
         return f"ApiConfig(host={self.host!r}, port={self.port}, pool_size={self.pool_size})"
 
 

@@ -1,4 +1,4 @@
-"""The API's database access: a pool opened with the app, parameterised queries only."""
+"""The API's database access: pools for reads and writes, parameterised queries only."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ Query = str | sql.Composed
 
 
 def pool(request: Request) -> AsyncConnectionPool:
-    """The pool of the app serving ``request``."""
+    """The pool reads go to (a standby when one is configured) of the app serving ``request``."""
+    return request.app.state.read_pool  # type: ignore[no-any-return]
+
+
+def writer(request: Request) -> AsyncConnectionPool:
+    """The pool on the primary, for the few writes the API makes."""
     return request.app.state.pool  # type: ignore[no-any-return]
 
 
@@ -29,7 +34,7 @@ async def fetch(
 
 async def audit(request: Request, actor: str, action: str, detail: str) -> None:
     """Record ``action`` by ``actor`` (``detail`` is JSON) in the audit log."""
-    async with pool(request).connection() as conn:
+    async with writer(request).connection() as conn:
         await conn.execute(
             "INSERT INTO audit_log (actor, action, detail) VALUES (%s, %s, %s::jsonb)",
             (actor, action, detail),

@@ -129,7 +129,7 @@ async def export(  # one parameter per documented filter
         "format": format, "sites": site, "devices": device, "metrics": metric,
         "page_size": page_size, "cursor": cursor,
     }))  # fmt: skip
-    body = _stream(request.app.state.config.database_url, selection, format)
+    body = _stream(request.app.state.config.reads_url, selection, format)
     return StreamingResponse(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 import uvicorn
+from psycopg.conninfo import make_conninfo
 
 from api import tokens
 from api.app import create_app
@@ -159,10 +160,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(admin_dsn: str) -> Iterator[City]:
-    """The real API (uvicorn, on loopback) on a login of the ``smartcity_api`` role."""
+def serving(admin_dsn: str, *, reads_prefer_standby: bool = False) -> Iterator[City]:
+    """The real API (uvicorn, on loopback) on a login of the ``smartcity_api`` role.
+
+    With ``reads_prefer_standby`` its reads go to a standby of the (multi-host) ``admin_dsn``.
+    """
     port = _free_port()
-    config = ApiConfig(database_url=member_of(admin_dsn, "smartcity_api"), port=port, pool_size=4)
+    login = member_of(admin_dsn, "smartcity_api")
+    reads = make_conninfo(login, target_session_attrs="prefer-standby")
+    config = ApiConfig(
+        database_url=login,
+        read_database_url=reads if reads_prefer_standby else "",
+        port=port,
+        pool_size=4,
+    )
     server = uvicorn.Server(
         uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -9,15 +9,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from ingest.schema import migrate
 from tests.conftest import BrokerAddress
 from tests.ingest.process import IngestProcess
 from tests.ingest.running import ingest_config
 from tests.ingest.test_faults import finish, start_fleet, stored, wait_until
-from tests.services.patroni import PatroniCluster
+from tests.services.patroni import PatroniCluster, city_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +23,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cluster() -> Iterator[PatroniCluster]:
     """Two database servers of this test's own, the first leading, the second in sync."""
-    ha = PatroniCluster()
-    try:
-        ha.start()
-        with psycopg.connect(ha.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE city")
-        migrate(ha.dsn("city"), timescaledb="require")
+    with city_cluster() as ha:
         yield ha
-    finally:
-        ha.cleanup()
 
 
 @pytest.fixture

@@ -18,9 +18,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
+from ingest.schema import migrate
 from tests.services._process import (
     ServiceUnavailableError,
     find_binary,
@@ -248,6 +252,20 @@ class PatroniCluster:
             node.stop()
         self.etcd.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def city_cluster(database: str = "city") -> Iterator[PatroniCluster]:
+    """A started cluster with ``database`` created and migrated on it; cleaned up after."""
+    ha = PatroniCluster()
+    try:
+        ha.start()
+        with psycopg.connect(ha.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        migrate(ha.dsn(database), timescaledb="require")
+        yield ha
+    finally:
+        ha.cleanup()
 
 
 def _kill_group(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
