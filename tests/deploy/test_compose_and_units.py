@@ -223,5 +223,9 @@ def test_the_ha_stack_writes_to_the_primary_and_reads_from_standbys() -> None:
     workers = [s for s in stack.values() if s.get("command") == ["ingest"]]
     assert all(w["environment"]["CITY_INGEST_MORE_BROKERS"] for w in workers)
     header = COMPOSE_HA.read_text().split("x-etcd")[0]
-    assert "target_session_attrs=read-write" in header
-    assert header.count("target_session_attrs=prefer-standby") == 2
+    # Whatever writes follows the primary; only the API's reads prefer the standby.
+    assert header.count("target_session_attrs=read-write") == 3
+    assert header.count("target_session_attrs=prefer-standby") == 1
+    api = stack["api"]["environment"]
+    assert api["CITY_API_READ_DATABASE_URL_FILE"] == "/run/secrets/api_read_database_url"
+    assert "api_read_database_url" in stack["api"]["secrets"]
