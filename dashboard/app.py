@@ -14,7 +14,7 @@ from dashboard import boundaries, ids, security
 from dashboard.attributes import attrs
 from dashboard.config import DashboardConfig
 from dashboard.live import CityState
-from dashboard.queries import POOL_KEY
+from dashboard.queries import POOL_KEY, READ_POOL_KEY
 
 PAGES = (
     "dashboard.pages.overview",
@@ -27,26 +27,37 @@ PAGES = (
 SETTINGS_KEY = "smartcity.settings"
 
 
-def open_pool(database_url: str) -> ConnectionPool:
-    """A small read pool; opened lazily so a missing database shows on the page, not at import."""
+def open_pool(database_url: str, name: str = "dashboard") -> ConnectionPool:
+    """A small pool; opened lazily so a missing database shows on the page, not at import.
+
+    Each connection is checked before it is lent, so one to a server that has since failed over
+    is replaced (through the URL's hosts) before a page runs on it.
+    """
     return ConnectionPool(
         database_url,
         min_size=1,
         max_size=4,
         open=False,
-        name="dashboard",
+        name=name,
         kwargs={"autocommit": True},
+        check=ConnectionPool.check_connection,
     )
 
 
 def create_app(
-    config: DashboardConfig, pool: ConnectionPool | None = None, *, start_timer: bool = True
+    config: DashboardConfig,
+    pool: ConnectionPool | None = None,
+    *,
+    read_pool: ConnectionPool | None = None,
+    start_timer: bool = True,
 ) -> Dash:
     """Build the app; the caller serves ``app.server`` (a Flask WSGI app).
 
     Args:
         config: Settings.
-        pool: An open pool to use; by default one is opened on ``config.database_url``.
+        pool: An open pool for writes; by default one is opened on ``config.database_url``.
+        read_pool: An open pool the pages read from; by default one on
+            ``config.read_database_url`` when that is set, else ``pool``.
         start_timer: Refresh the shared city snapshot in the background (off: on demand).
     """
     app = Dash(
@@ -66,10 +77,15 @@ def create_app(
     if pool is None:
         pool = open_pool(config.database_url)
         pool.open(wait=False)
+    if read_pool is None and config.read_database_url:
+        read_pool = open_pool(config.read_database_url, "dashboard-reads")
+        read_pool.open(wait=False)
+    read_pool = read_pool or pool
     app.server.extensions[POOL_KEY] = pool
+    app.server.extensions[READ_POOL_KEY] = read_pool
     app.server.extensions[SETTINGS_KEY] = config
-    security.install(app.server, config, pool)
-    city = CityState(pool, timedelta(seconds=config.stale_after_s), config.refresh_s)
+    security.install(app.server, config, pool, read_pool)
+    city = CityState(read_pool, timedelta(seconds=config.stale_after_s), config.refresh_s)
     app.server.extensions["smartcity.city"] = city
     app.server.extensions["smartcity.boundaries"] = boundaries.load(config.districts_file)
     if start_timer:

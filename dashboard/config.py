@@ -18,7 +18,13 @@ class DashboardConfig:
     """What the control room needs.
 
     Attributes:
-        database_url: libpq connection string of the read-only dashboard role.
+        database_url: libpq connection string of a login in the dashboard role; sign-ins,
+            acknowledgements and the audit log are written here, so on a replicated database it
+            names the primary (``target_session_attrs=read-write``).
+        read_database_url: Where the pages read the city; on a replicated database the same
+            hosts with ``target_session_attrs=prefer-standby``, so the control room loads the
+            standby and keeps showing the city while the primary fails over. Empty:
+            ``database_url``.
         host: Interface to listen on.
         port: Port to listen on (0: any free port).
         refresh_s: Seconds between two live updates of the open page.
@@ -44,6 +50,7 @@ class DashboardConfig:
     """
 
     database_url: str = "postgresql:///smartcity"
+    read_database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8050
     refresh_s: float = 5.0
@@ -71,7 +78,12 @@ class DashboardConfig:
         if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):
             raise ValueError("tile_url must contain {z}, {x} and {y}")
 
-    def __repr__(self) -> str:  # the database URL may carry a password
+    @property
+    def reads_url(self) -> str:
+        """The URL the pages read from."""
+        return self.read_database_url or self.database_url
+
+    def __repr__(self) -> str:  # the database URLs may carry a password
         return f"DashboardConfig(host={self.host!r}, port={self.port}, refresh_s={self.refresh_s})"
 
 

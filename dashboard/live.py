@@ -58,6 +58,7 @@ class Snapshot:
     point: NDArray[np.int32]  # its point within that trace
     districts: pd.DataFrame  # per site: devices, live, open alerts, congestion, bins, PM2.5
     feed: pd.DataFrame  # the newest open alerts
+    data_as_of: datetime | None = None  # read from a standby: its last replayed commit
 
 
 def changed_indices(before: NDArray[np.int8], after: NDArray[np.int8]) -> NDArray[np.intp]:
@@ -158,8 +159,9 @@ class CityState:
         districts["live"] = districts["site"].map(live).fillna(0).astype(int)
         districts = districts.merge(next_full_bins(self._pool), on="site", how="left")
         feed = queries.newest_alerts(FEED_LENGTH, db=self._pool)
+        as_of = queries.data_as_of(db=self._pool)
         snapshot = Snapshot(
-            self._layout, version, now, frame, status, totals, trace, point, districts, feed
+            self._layout, version, now, frame, status, totals, trace, point, districts, feed, as_of
         )
         self._history[version] = snapshot
         while len(self._history) > KEPT:

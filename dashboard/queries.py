@@ -12,11 +12,26 @@ from flask import current_app
 from psycopg_pool import ConnectionPool
 
 POOL_KEY = "smartcity.pool"
+READ_POOL_KEY = "smartcity.read_pool"
 
 
 def pool() -> ConnectionPool:
-    """The connection pool of the app serving the current request."""
+    """The pool the app serving the current request reads from (a standby when configured)."""
+    return current_app.extensions[READ_POOL_KEY]  # type: ignore[no-any-return]
+
+
+def writer() -> ConnectionPool:
+    """The pool on the primary, for what the control room records (accounts, configurations)."""
     return current_app.extensions[POOL_KEY]  # type: ignore[no-any-return]
+
+
+def data_as_of(*, db: ConnectionPool | None = None) -> datetime | None:
+    """When read from a standby, the time of the last commit it had replayed; else None."""
+    with (db or pool()).connection() as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END"
+        ).fetchone()
+    return row[0] if row else None
 
 
 def _frame(

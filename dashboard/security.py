@@ -90,8 +90,19 @@ def _outputs(body: dict[str, Any]) -> list[str]:
     return ids
 
 
-def install(app: Flask, config: DashboardConfig, pool: ConnectionPool) -> None:
-    """Put the gate, the login and logout routes and the cookie settings on ``app``."""
+def install(
+    app: Flask,
+    config: DashboardConfig,
+    pool: ConnectionPool,
+    read_pool: ConnectionPool | None = None,
+) -> None:
+    """Put the gate, the login and logout routes and the cookie settings on ``app``.
+
+    Logins and the audit log are written through ``pool``; each request's user is read through
+    ``read_pool`` (a standby when configured), so pages keep opening while the primary fails
+    over. A standby trails by well under a second: a disabled user is out once that has replayed.
+    """
+    readers = read_pool or pool
     app.secret_key = config.secret_key or secrets.token_urlsafe(32)
     if not config.secret_key:
         log.warning("no secret_key set: sessions end when the dashboard restarts")
@@ -127,7 +138,7 @@ def install(app: Flask, config: DashboardConfig, pool: ConnectionPool) -> None:
         path = request.path
         if path.startswith(_PUBLIC):
             return None
-        user = _session_user(pool)
+        user = _session_user(readers)
         if user is None:
             if path.startswith("/_dash-"):
                 return _json({"detail": "log in first"}, 401)

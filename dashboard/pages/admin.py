@@ -112,7 +112,7 @@ def register(app: Dash) -> None:
                 "Change your own account from another admin's.", className="error"
             ), changed
         try:
-            with queries.pool().connection() as conn:
+            with queries.writer().connection() as conn:
                 if ctx.triggered_id == ids.ADMIN_DISABLE:
                     accounts.disable(conn, target, datetime.now(UTC))
                     security.audit_action("user-disable", user=target)
@@ -139,7 +139,7 @@ def register(app: Dash) -> None:
     def add(_: int, name: str | None, role: str, changed: int) -> tuple[Any, int]:
         """Make an account and show its first password (and TOTP setup) once, on this screen."""
         try:
-            with queries.pool().connection() as conn:
+            with queries.writer().connection() as conn:
                 account = accounts.create(conn, (name or "").strip(), role)
         except accounts.AccountError as exc:
             return html.P(str(exc), className="error"), changed

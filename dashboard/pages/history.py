@@ -106,7 +106,7 @@ def _answer(
     start = end - RANGES.get(span, RANGES["7d"])
     step = BUCKETS.get(bucket) or auto_bucket(end - start)
     group_by: GroupBy = group if group in ("site", "stream", "family") else "site"  # type: ignore[assignment]
-    url = current_app.extensions["smartcity.settings"].database_url
+    url = current_app.extensions["smartcity.settings"].reads_url
 
     chosen = _device_ids(devices)
 

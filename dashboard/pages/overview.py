@@ -23,6 +23,7 @@ from dashboard.views import LIVE, STATUS_ORDER
 from processing import aqi
 
 ATTENTION_ROWS = 50  # devices listed by name; the map shows them all
+STANDBY_BEHIND_S = 60  # a standby whose last replayed commit is older is said to be behind
 
 layout = html.Div(
     className="page overview",
@@ -135,6 +136,22 @@ def _feed(snapshot: Snapshot) -> list[html.Li]:
             for r in snapshot.feed.to_dict("records")]  # fmt: skip
 
 
+def last_update(snapshot: Snapshot) -> str:
+    """When the shown snapshot was taken and, read from a standby, how fresh its data is.
+
+    A standby's data is as fresh as the last commit it replayed; ingest commits every few
+    seconds, so an as-of a minute old means the standby has fallen behind.
+    """
+    text = f"Updated {snapshot.taken_at.astimezone():%H:%M:%S}"
+    as_of = snapshot.data_as_of
+    if as_of is not None:
+        text += f" · data as of {as_of.astimezone():%H:%M:%S}"
+        behind = (snapshot.taken_at - as_of).total_seconds()
+        if behind >= STANDBY_BEHIND_S:
+            text += f" ({behind:.0f} s behind)"
+    return text
+
+
 def _signature(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
@@ -178,7 +195,7 @@ def register(app: Dash) -> None:
         def unless_same(name: str, build: Any) -> Any:
             return dash.no_update if old.get(name) == parts[name] else build(now)
 
-        updated = f"Updated {now.taken_at.astimezone().strftime('%H:%M:%S')}"
+        updated = last_update(now)
         return (
             unless_same("cards", _cards),
             unless_same("districts", lambda s: [_district(r) for r in

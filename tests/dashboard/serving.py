@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 import pyotp
+from psycopg.conninfo import make_conninfo
 from waitress.server import create_server
 
 from dashboard import accounts, queries
@@ -69,8 +70,12 @@ def callback(client: httpx.Client, output: str, inputs: list[dict[str, Any]]) ->
 
 
 @contextmanager
-def serving(dsn: str, **settings: Any) -> Iterator[Served]:
-    """The dashboard on ``dsn`` with users operator, technician, planner and admin."""
+def serving(dsn: str, *, reads_prefer_standby: bool = False, **settings: Any) -> Iterator[Served]:
+    """The dashboard on ``dsn`` with users operator, technician, planner and admin.
+
+    ``reads_prefer_standby``: pages read through ``dsn``'s hosts preferring a standby, as a
+    replicated city configures ``read_database_url``.
+    """
     served = Served("", dsn)
     with psycopg.connect(dsn) as conn:
         for role in accounts.ROLES:
@@ -79,6 +84,9 @@ def serving(dsn: str, **settings: Any) -> Iterator[Served]:
                 served.totp[role] = account.totp_secret
     # The dashboard runs on its least-privilege role, as in production.
     login_dsn = member_of(dsn, "smartcity_dashboard")
+    if reads_prefer_standby:
+        standby_first = make_conninfo(login_dsn, target_session_attrs="prefer-standby")
+        settings["read_database_url"] = standby_first
     config = DashboardConfig(database_url=login_dsn, port=0, refresh_s=1, secret_key="test-key",
                              **{"cookie_secure": False, **settings})  # fmt: skip
     app = create_app(config)
@@ -94,7 +102,8 @@ def serving(dsn: str, **settings: Any) -> Iterator[Served]:
         server.close()
         thread.join(10)
         app.server.extensions["smartcity.city"].stop()
-        app.server.extensions[queries.POOL_KEY].close()
+        for key in (queries.READ_POOL_KEY, queries.POOL_KEY):
+            app.server.extensions[key].close()  # the same pool twice without a standby: a no-op
 
 
 def browser_login(browser: Any, url: str, name: str, password: str, code: str = "") -> None:
