@@ -223,9 +223,12 @@ def test_the_ha_stack_writes_to_the_primary_and_reads_from_standbys() -> None:
     workers = [s for s in stack.values() if s.get("command") == ["ingest"]]
     assert all(w["environment"]["CITY_INGEST_MORE_BROKERS"] for w in workers)
     header = COMPOSE_HA.read_text().split("x-etcd")[0]
-    # Whatever writes follows the primary; only the API's reads prefer the standby.
+    # Writes follow the primary; the control room's and the API's reads prefer the standby.
     assert header.count("target_session_attrs=read-write") == 3
-    assert header.count("target_session_attrs=prefer-standby") == 1
-    api = stack["api"]["environment"]
-    assert api["CITY_API_READ_DATABASE_URL_FILE"] == "/run/secrets/api_read_database_url"
-    assert "api_read_database_url" in stack["api"]["secrets"]
+    assert header.count("target_session_attrs=prefer-standby") == 2
+    for service, prefix in (("api", "CITY_API"), ("dashboard", "CITY_DASHBOARD")):
+        secret = f"{service}_read_database_url"
+        environment = stack[service]["environment"]
+        assert environment[f"{prefix}_READ_DATABASE_URL_FILE"] == f"/run/secrets/{secret}"
+        given = stack[service]["secrets"]
+        assert secret in [s if isinstance(s, str) else s["source"] for s in given]
