@@ -120,22 +120,26 @@ def neighbour_kernel(
     n_events = 0
     scratch = np.empty(members.shape[0])
     corrected = np.empty(members.shape[0])
-    usuals = np.empty(members.shape[0])
+    anchors = np.empty(members.shape[0])
     fresh_rows = np.empty(members.shape[0], dtype=np.int64)
     for g in range(starts.shape[0] - 1):
         if n_events >= events.shape[0] - (starts[g + 1] - starts[g]):
             break
         m = 0
+        k = 0
         for j in range(starts[g], starts[g + 1]):
             r = members[j]
             cadence = core[r, C_CADENCE]
             if core[r, C_N] < cfg[S_WARMUP] or cadence <= 0:
                 continue
-            if now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US:
+            silent = now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US
+            if not silent or core[r, C_NB_N] > 0:
+                anchors[k] = core[r, C_NB_OFFSET]
+                k += 1
+            if silent:
                 continue
             scratch[m] = core[r, C_SMOOTH]
-            usuals[m] = core[r, C_NB_OFFSET]
-            corrected[m] = core[r, C_SMOOTH] - usuals[m]
+            corrected[m] = core[r, C_SMOOTH] - core[r, C_NB_OFFSET]
             fresh_rows[m] = r
             m += 1
         if m < cfg[S_NB_MIN]:
@@ -145,8 +149,9 @@ def neighbour_kernel(
         # their spread, not by the gap between two stations' raw levels (which made a faulty
         # station's neighbours drift apart from the consensus in its place). Adding back the
         # median usual offset keeps it at a typical station's level: offsets are learned against
-        # the consensus, which would otherwise be free to wander with them.
-        median = np.median(corrected[:m]) + np.median(usuals[:m])
+        # the consensus, which would otherwise be free to wander with them; silent members count
+        # there too.
+        median = np.median(corrected[:m]) + np.median(anchors[:k])
         for j in range(m):
             r = fresh_rows[j]
             # Compare each reading once: a sweep between two readings learns nothing new.

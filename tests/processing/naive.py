@@ -581,11 +581,20 @@ class NaiveCity:
         ]
         if len(fresh) < cfg.neighbour_min_members:
             return
-        # Each member less its usual offset, then the usual offsets' median added back.
-        usuals = [self.streams[i].neighbours.offset for i in fresh]
+        # The median of the members each less its usual offset, then the usual offsets' median
+        # added back: of every warm member compared before, silent or not.
+        warm_before = [
+            i
+            for i in group
+            if i not in fresh
+            and self.streams[i].n >= cfg.warmup_readings
+            and self.streams[i].cadence > 0
+            and self.streams[i].neighbours.seen > 0
+        ]
+        anchors = [self.streams[i].neighbours.offset for i in [*fresh, *warm_before]]
         median = statistics.median(
-            self.streams[i].smooth - usual for i, usual in zip(fresh, usuals, strict=True)
-        ) + statistics.median(usuals)
+            self.streams[i].smooth - self.streams[i].neighbours.offset for i in fresh
+        ) + statistics.median(anchors)
         for stream_id in fresh:
             stream = self.streams[stream_id]
             view = stream.neighbours

@@ -20,13 +20,14 @@ MINUTE_US = 60_000_000
 def _run(
     stage: DetectionStage, values: np.ndarray, *, start: datetime = MONDAY, sweep: bool = False
 ) -> list[Event]:
-    """Feed ``values[step, stream]`` a minute apart; returns every transition."""
+    """Feed ``values[step, stream]`` a minute apart (NaN: not sent); returns every transition."""
     t0 = int(start.timestamp() * 1e6)
     streams = np.arange(values.shape[1], dtype=np.int32)
     events: list[Event] = []
     for step in range(values.shape[0]):
         ts = np.full(values.shape[1], t0 + step * MINUTE_US, np.int64)
-        stage.process(ReadingColumns(streams, ts, values[step]))
+        sent = ~np.isnan(values[step])
+        stage.process(ReadingColumns(streams[sent], ts[sent], values[step][sent]))
         if sweep:
             stage.sweep(start + timedelta(minutes=step), since=start)
         events.extend(stage.drain())
@@ -143,6 +144,19 @@ def test_a_station_going_wrong_alone_does_not_take_its_neighbours_with_it() -> N
     values[1500:, 0] = 200 * (1 + 0.04 * rng.normal(size=steps - 1500))
     events = _run(_air_district(stations), values, sweep=True)
     assert {e.stream_id for e in _opened(events, Kind.NEIGHBOUR)} == {0}
+
+
+def test_a_station_falling_silent_does_not_move_its_neighbours_consensus() -> None:
+    """Stations far apart in level: the consensus adds back the median of their usual offsets,
+    which a silent station keeps its part in, or the highest one's silence would move every
+    other station's comparison by a rank of those offsets."""
+    rng = np.random.default_rng(13)
+    steps, stations = 3 * 1440, 5
+    base = np.array([10.0, 40, 70, 100, 130])
+    values = base * (1 + 0.01 * rng.normal(size=(steps, stations)))
+    values[2 * 1440 :, 4] = np.nan  # the highest station silent from the third day on
+    events = _run(_air_district(stations), values, sweep=True)
+    assert _opened(events, Kind.NEIGHBOUR) == []
 
 
 def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
