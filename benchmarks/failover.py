@@ -19,8 +19,11 @@ database at the end, key by key:
 3. Throughput with and without the synchronous standby: the ingest benchmark's publisher
    offers ``--offered`` readings/s for ``--duration`` seconds to one ingest worker writing to a
    single durable PostgreSQL (``readings_per_s_single``), then to the Patroni pair, where every
-   commit waits for the standby's flush (``readings_per_s_sync_replica``). Both servers, the
-   broker, the publisher and ingest share this machine's cores.
+   commit waits for the standby's flush (``readings_per_s_sync_replica``), in ``--rounds``
+   alternations: medians of each, and ``sync_replica_share`` the median of the rounds' ratios
+   (the machine's speed drifts between minutes more than between the two windows of a round).
+   Both servers, the broker, the publisher and ingest share this machine's cores: the standby
+   replaying the primary's WAL takes CPU that ingest and the primary would otherwise have.
 
 Across parts: ``lost_readings`` (acknowledged by a device, not in the database once drained),
 ``duplicate_readings`` (stored twice; the readings' key forbids it, counted from the table),
@@ -293,27 +296,32 @@ def sustained(dsn: str, args: argparse.Namespace, workdir: Path, name: str) -> f
         broker.cleanup()
 
 
-def throughput(args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
-    """Part 3: the same offered load into a single server, then into the synchronous pair."""
+def throughput(args: argparse.Namespace, workdir: Path) -> tuple[float, float, float]:
+    """Part 3: the same offered load into a single server and into the synchronous pair, in
+    alternating rounds (a shared machine's speed drifts over minutes; each round's two windows
+    are close in time). Medians of each, and the median of the rounds' ratios."""
     single = PostgresServer(durable=True)
+    cluster = PatroniCluster(durable=True)
     try:
         single.start()
         migrate(single.dsn(), timescaledb="require")
-        alone = sustained(single.dsn(), args, workdir, "single")
+        pair = replicated(cluster)
+        alone: list[float] = []
+        paired: list[float] = []
+        for round_ in range(args.rounds):
+            alone.append(sustained(single.dsn(), args, workdir, f"single-{round_}"))
+            paired.append(sustained(pair, args, workdir, f"sync-replica-{round_}"))
     finally:
         single.cleanup()
-    cluster = PatroniCluster(durable=True)
-    try:
-        paired = sustained(replicated(cluster), args, workdir, "sync-replica")
-    finally:
         cluster.cleanup()
-    return alone, paired
+    shares = [p / a for a, p in zip(alone, paired, strict=True) if a]
+    return statistics.median(alone), statistics.median(paired), statistics.median(shares)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     broker = brokers(args, workdir)
     db = database(args, workdir)
-    single, paired = throughput(args, workdir)
+    single, paired, share = throughput(args, workdir)
     both = (broker, db)
     return {
         "broker_failover_resume_s": broker.resume_s,
@@ -325,7 +333,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "readings_per_s": statistics.median(o.stored_per_s for o in both),
         "readings_per_s_single": single,
         "readings_per_s_sync_replica": paired,
-        "sync_replica_share": paired / single if single else None,
+        "sync_replica_share": share,
         "devices": args.devices,
         **dict.fromkeys(NOT_MEASURED),
     }
@@ -343,6 +351,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for anything")
     parser.add_argument("--offered", type=float, default=200_000, help="readings/s, part 3")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds, part 3")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of part 3")
     args = parser.parse_args()
     result = run(args, Path(tempfile.mkdtemp(prefix="smartcity-failover-")))
     if args.json:
