@@ -81,10 +81,22 @@ def _code_ok(secret: str | None, code: str) -> bool:
 
 
 def login(conn: Connection, name: str, password: str, code: str, now: datetime) -> Outcome:
-    """Check a login; count failures and lock after too many."""
+    """Check a login; count failures and lock after too many.
+
+    Every attempt verifies one password hash, the account's or a dummy one, so an unknown,
+    disabled or locked name takes as long as a wrong password. The account's row is locked
+    from the read of its failure count to the count's update: attempts sent at once are
+    checked one after another, and no more than ``MAX_FAILURES`` passwords are ever tried.
+    The reason is for the audit log; the person is told the same whatever it is.
+    """
+    with conn.transaction():
+        return _login(conn, name, password, code, now)
+
+
+def _login(conn: Connection, name: str, password: str, code: str, now: datetime) -> Outcome:
     row = conn.execute(
         "SELECT user_id, role, password_hash, totp_secret, locked_until, disabled_at"
-        " FROM users WHERE name = %s",
+        " FROM users WHERE name = %s FOR UPDATE",
         (name,),
     ).fetchone()
     if row is None:
@@ -96,6 +108,7 @@ def login(conn: Connection, name: str, password: str, code: str, now: datetime) 
         _verify(_DUMMY_HASH, password)
         return Outcome(None, "invalid")
     if locked_until is not None and locked_until > now:
+        _verify(_DUMMY_HASH, password)
         return Outcome(None, "locked")
     password_ok = _verify(str(stored), password)
     factor_ok = not needs_second_factor(str(role)) or _code_ok(

@@ -29,6 +29,10 @@ from dashboard.accounts import User
 from dashboard.config import DashboardConfig
 
 log = logging.getLogger(__name__)
+LOGIN_REFUSED: Final = (
+    "Wrong name, password or code, or too many failed attempts: after"
+    f" {accounts.MAX_FAILURES} in a row an account is locked for {accounts.LOCK_MINUTES} minutes."
+)
 
 ALL_ROLES: Final = frozenset(accounts.ROLES)
 # Who may open each page, and update the components whose ids start with its prefix.
@@ -161,12 +165,9 @@ def install(
             )  # fmt: skip
         if outcome.user is None:
             audit(name or "(empty)", "login-failed", reason=outcome.reason, ip=request.remote_addr)
-            message = {
-                "locked": f"Too many failed attempts: this account is locked for"
-                f" {accounts.LOCK_MINUTES} minutes.",
-                "second-factor": "A valid code from your authenticator app is needed.",
-            }.get(outcome.reason, "Wrong name, password or code.")
-            return _login_form(config.title, message, request.form.get("next", "/"), 401)
+            # One answer whatever went wrong: which part was right, or whether the name
+            # exists (only an existing account can be locked), is not told.
+            return _login_form(config.title, LOGIN_REFUSED, request.form.get("next", "/"), 401)
         audit(outcome.user.name, "login", role=outcome.user.role, ip=request.remote_addr)
         return _start_session(outcome.user, _safe_next(request.form.get("next", "/")), config)
 

@@ -42,9 +42,7 @@ def test_nothing_but_static_files_without_a_login(served: Served) -> None:
 @pytest.mark.parametrize("role", ["operator", "admin"])
 def test_privileged_roles_need_the_second_factor(served: Served, role: str) -> None:
     client = served.client()
-    refused = login(client, role, PASSWORD)
-    assert refused.status_code == 401
-    assert "authenticator" in refused.text
+    assert login(client, role, PASSWORD).status_code == 401
     assert login(client, role, PASSWORD, "000000").status_code == 401
     assert login(client, role, PASSWORD, served.code(role)).status_code == 302
     assert client.get("/_dash-layout").status_code == 200
@@ -62,9 +60,7 @@ def test_lockout_after_repeated_failures_and_the_audit_trail(served: Served) -> 
     client = served.client()
     for _ in range(accounts.MAX_FAILURES):
         assert login(client, "planner", "not the password").status_code == 401
-    locked = login(client, "planner", PASSWORD)
-    assert locked.status_code == 401
-    assert "locked" in locked.text
+    assert login(client, "planner", PASSWORD).status_code == 401  # locked
     with psycopg.connect(served.dsn) as conn:
         accounts.unlock(conn, "planner")
     assert login(client, "planner", PASSWORD).status_code == 302
