@@ -15,11 +15,12 @@ import json
 import logging
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Flask, Response, g, redirect, request, session
 from psycopg_pool import ConnectionPool
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from dashboard import accounts
 from dashboard.accounts import User
 from dashboard.config import DashboardConfig
+from edge.contract import is_valid_id
 
 log = logging.getLogger(__name__)
 LOGIN_REFUSED: Final = (
@@ -45,6 +47,7 @@ PAGES: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "/sensor": ("sensor", ALL_ROLES),
 }
 PREFIX_ROLES: Final = {prefix: roles for prefix, roles in PAGES.values()} | {"shell": ALL_ROLES}
+MAX_ADDRESS: Final = 2048  # characters of a page address or its query
 CSRF_COOKIE: Final = "_csrf_token"  # the name Dash's renderer reads
 _PUBLIC: Final = ("/assets/", "/_dash-component-suites/", "/_favicon.ico", "/login")
 
@@ -70,6 +73,49 @@ def may_update(role: str, component_ids: list[str], pathname: str | None) -> boo
         if roles is None or role not in roles:
             return False
     return bool(component_ids)
+
+
+def address_problem(pathname: object, search: object) -> str | None:
+    """What is wrong with a page address a callback was given, if anything, in a sentence.
+
+    Pages read their address (the sensor page its ``device`` or ``stream``), so one the
+    control room could never have made is refused here rather than left to fail in a page.
+    """
+    if pathname is not None and (
+        not isinstance(pathname, str)
+        or not pathname.startswith("/")
+        or len(pathname) > MAX_ADDRESS
+        or any(c.isspace() or _control(c) for c in pathname)
+    ):
+        return "the address is not a page of the control room"
+    return None if search is None or search == "" else _query_problem(search)
+
+
+def _query_problem(search: object) -> str | None:
+    if not isinstance(search, str) or len(search) > MAX_ADDRESS:
+        return "the address's query is not one the control room makes"
+    for key, value in parse_qsl(search.removeprefix("?"), keep_blank_values=True):
+        if any(_control(c) for c in key + value):
+            return "the address contains a control character"
+        if not value:
+            continue  # an empty parameter is as if absent
+        if key == "stream" and not (value.isascii() and value.isdigit() and 0 < int(value) < 2**31):
+            return "stream must be a stream's number, a whole number from 1"
+        if key == "device" and not is_valid_id(value):
+            return "device must be a device's id: letters, digits, '.', '_' or '-', at most 64"
+    return None
+
+
+def _control(character: str) -> bool:
+    return unicodedata.category(character) == "Cc"
+
+
+def _location(body: dict[str, Any], prop: str) -> object:
+    """The value a callback was given for the address's ``pathname`` or ``search``."""
+    for item in body.get("inputs", []) + body.get("state", []):
+        if isinstance(item, dict) and item.get("property") == prop:
+            return item.get("value")
+    return None
 
 
 def _pathname(body: dict[str, Any]) -> str | None:
@@ -197,6 +243,9 @@ def _refusal(user: User, path: str) -> Response | None:
         return _json({"detail": "missing or wrong CSRF token; reload the page"}, 403)
     if path == "/_dash-update-component":
         body = request.get_json(silent=True) or {}
+        wrong = address_problem(_location(body, "pathname"), _location(body, "search"))
+        if wrong is not None:
+            return _json({"detail": wrong}, 400)
         if not may_update(user.role, _outputs(body), _pathname(body)):
             return _json({"detail": f"role {user.role!r} may not do that"}, 403)
     elif not path.startswith("/_dash-") and not may_open(user.role, path):
@@ -272,9 +321,20 @@ def _set_csrf_cookie(response: Response, token: str, config: DashboardConfig) ->
 
 
 def _safe_next(target: str) -> str:
-    """Only same-site paths: a login link must not bounce people to another site."""
+    """Only same-site paths: a login link must not bounce people to another site.
+
+    A backslash is a slash to browsers (so it could lead to another site), and a control character
+    (a line break splitting the redirect's header) is in no address of ours: home instead.
+    """
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(_control(c) for c in target)
+    ):
         return "/"
     return target.rstrip("?") or "/"
 

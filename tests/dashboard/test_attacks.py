@@ -14,6 +14,7 @@ import pytest
 from dashboard import accounts, security
 from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, Served, login, serving
+from tests.dashboard.test_security import _dependencies
 
 
 @pytest.fixture
@@ -115,3 +116,63 @@ def test_logins_sent_at_once_check_no_more_than_the_lockout_allows(
     assert checks.real == accounts.MAX_FAILURES
     # Locked now, even for the right password.
     assert login(served.client(), "planner", PASSWORD).status_code == 401
+
+
+def _route(client: httpx.Client, pathname: str, search: str = "") -> httpx.Response:
+    """Ask Dash's page router for a page, as the renderer does on navigation."""
+    dependency = next(d for d in _dependencies(client) if "_pages_content" in d["output"])
+    values = {"pathname": pathname, "search": search, "hash": ""}
+    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
+               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
+    body = {
+        "output": dependency["output"],
+        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
+        "inputs": [{**i, "value": values.get(i["property"])} for i in dependency["inputs"]],
+        "state": [{**s, "value": values.get(s["property"])} for s in dependency["state"]],
+        "changedPropIds": ["_pages_location.pathname"],
+    }
+    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
+    return client.post("/_dash-update-component", json=body, headers=headers)
+
+
+def test_the_router_renders_a_page_for_a_plain_address(served: Served) -> None:
+    """The probes below are refused, not broken: the same call with a plain address works."""
+    operator = served.client("operator")
+    assert _route(operator, "/sensor", "?device=nobody").status_code == 200
+    assert _route(operator, "/alerts").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("pathname", "search"),
+    [
+        ("/sensor", "?stream=\u00b2"),  # a digit to str.isdigit, not to int
+        ("/sensor", "?stream=99999999999999999999"),  # beyond the column's integer
+        ("/sensor", "?device=%00"),  # NUL, which PostgreSQL refuses in text
+        ("/sensor", "?device=a%0Ab"),
+        (" /admin", ""),  # not a path
+        ("/admin\x00", ""),
+    ],
+)
+def test_crafted_addresses_get_a_4xx_with_a_sentence(
+    served: Served, pathname: str, search: str
+) -> None:
+    answer = _route(served.client("operator"), pathname, search)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert len(answer.json()["detail"]) > 10
+
+
+def test_a_next_address_with_line_breaks_after_a_good_login_goes_home(served: Served) -> None:
+    """A ``next`` that would split the redirect's header is not followed: home instead."""
+    client = served.client()
+    client.get("/login")
+    form = {"name": "planner", "password": PASSWORD, "code": "",
+            "csrf": client.cookies.get("_csrf_token", ""),
+            "next": "/history\r\nSet-Cookie: x=1"}  # fmt: skip
+    answer = client.post("/login", data=form)
+    assert answer.status_code == 302, answer.text[:300]
+    assert answer.headers["location"] == "/"
+    for target in ("/\\evil.example", "/history\x7f"):
+        form["next"] = target
+        form["csrf"] = client.cookies.get("_csrf_token", "")
+        again = client.post("/login", data=form)
+        assert again.headers["location"] == "/", target
