@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -175,18 +177,10 @@ def brokers(args: argparse.Namespace, workdir: Path) -> Outcome:
         second.start()
         dsn = database.dsn()
         migrate(dsn, timescaledb="require")
-        config = IngestConfig(
-            database_url=dsn,
-            broker_host=first.host,
-            broker_port=first.port,
-            more_brokers=(f"{second.host}:{second.port}",),
-            client_id="bench-failover",
-            batch_max_age_s=0.1,
-            migrate=False,
-            detection=False,
-        )
-        worker = IngestProcess(config, workdir / "ingest-brokers.log")
-        worker.start()
+        worker = start_worker(
+            dsn, first, "brokers", workdir,
+            more_brokers=(f"{second.host}:{second.port}",), batch_max_age_s=0.1,
+        )  # fmt: skip
         fleet_broker = quick_reconnects(
             first.host, first.port, fallbacks=((second.host, second.port),)
         )
@@ -196,6 +190,24 @@ def brokers(args: argparse.Namespace, workdir: Path) -> Outcome:
             worker.stop()
         for service in (first, second, database):
             service.cleanup()
+
+
+def start_worker(
+    dsn: str, broker: Mosquitto, name: str, workdir: Path, **settings: Any
+) -> IngestProcess:
+    """A started ingest worker of this benchmark's: no migration, no detection."""
+    config = IngestConfig(
+        database_url=dsn,
+        broker_host=broker.host,
+        broker_port=broker.port,
+        client_id=f"bench-{name}",
+        migrate=False,
+        detection=False,
+        **settings,
+    )
+    worker = IngestProcess(config, workdir / f"ingest-{name}.log")
+    worker.start()
+    return worker
 
 
 def replicated(cluster: PatroniCluster) -> str:
@@ -216,17 +228,7 @@ def database(args: argparse.Namespace, workdir: Path) -> Outcome:
     try:
         broker.start()
         dsn = replicated(cluster)
-        config = IngestConfig(
-            database_url=dsn,
-            broker_host=broker.host,
-            broker_port=broker.port,
-            client_id="bench-db-failover",
-            batch_max_age_s=0.1,
-            migrate=False,
-            detection=False,
-        )
-        worker = IngestProcess(config, workdir / "ingest-database.log")
-        worker.start()
+        worker = start_worker(dsn, broker, "database", workdir, batch_max_age_s=0.1)
 
         def kill_primary() -> None:
             primary = cluster.primary()
@@ -250,17 +252,7 @@ def sustained(dsn: str, args: argparse.Namespace, workdir: Path, name: str) -> f
     worker: IngestProcess | None = None
     try:
         broker.start()
-        config = IngestConfig(
-            database_url=dsn,
-            broker_host=broker.host,
-            broker_port=broker.port,
-            client_id=f"bench-{name}",
-            migrate=False,
-            detection=False,
-            log_level="WARNING",
-        )
-        worker = IngestProcess(config, workdir / f"ingest-{name}.log")
-        worker.start()
+        worker = start_worker(dsn, broker, name, workdir, log_level="WARNING")
         warmup = 5.0
         load = subprocess.Popen(
             [
@@ -315,7 +307,8 @@ def throughput(args: argparse.Namespace, workdir: Path) -> tuple[float, float, f
         single.cleanup()
         cluster.cleanup()
     shares = [p / a for a, p in zip(alone, paired, strict=True) if a]
-    return statistics.median(alone), statistics.median(paired), statistics.median(shares)
+    share = statistics.median(shares) if shares else math.nan
+    return statistics.median(alone), statistics.median(paired), share
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
