@@ -110,21 +110,21 @@ def _control(character: str) -> bool:
     return unicodedata.category(character) == "Cc"
 
 
-def _location(body: dict[str, Any], prop: str) -> object:
-    """The value a callback was given for the address's ``pathname`` or ``search``."""
+def _location(body: dict[str, Any], prop: str) -> dict[str, Any] | None:
+    """The input or state carrying the address's ``pathname`` or ``search``, if any."""
     for item in body.get("inputs", []) + body.get("state", []):
         if isinstance(item, dict) and item.get("property") == prop:
-            return item.get("value")
+            return item
     return None
 
 
 def _pathname(body: dict[str, Any]) -> str | None:
     """The page a Dash routing callback is asked to render."""
-    for item in body.get("inputs", []) + body.get("state", []):
-        if isinstance(item, dict) and item.get("property") == "pathname":
-            value = item.get("value")
-            return value if isinstance(value, str) else "/"
-    return None
+    item = _location(body, "pathname")
+    if item is None:
+        return None
+    value = item.get("value")
+    return value if isinstance(value, str) else "/"
 
 
 def _outputs(body: dict[str, Any]) -> list[str]:
@@ -243,7 +243,10 @@ def _refusal(user: User, path: str) -> Response | None:
         return _json({"detail": "missing or wrong CSRF token; reload the page"}, 403)
     if path == "/_dash-update-component":
         body = request.get_json(silent=True) or {}
-        wrong = address_problem(_location(body, "pathname"), _location(body, "search"))
+        wrong = address_problem(
+            (_location(body, "pathname") or {}).get("value"),
+            (_location(body, "search") or {}).get("value"),
+        )
         if wrong is not None:
             return _json({"detail": wrong}, 400)
         if not may_update(user.role, _outputs(body), _pathname(body)):

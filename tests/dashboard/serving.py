@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +104,31 @@ def serving(dsn: str, *, reads_prefer_standby: bool = False, **settings: Any) ->
         app.server.extensions["smartcity.city"].stop()
         for key in (queries.READ_POOL_KEY, queries.POOL_KEY):
             app.server.extensions[key].close()  # the same pool twice without a standby: a no-op
+
+
+def dash_call(
+    client: httpx.Client,
+    output: str,
+    value: Callable[[dict[str, Any]], Any],
+    changed: Sequence[str] = (),
+) -> httpx.Response:
+    """Call the callback writing ``output`` as Dash's renderer does, each of its inputs and
+    states given ``value(item)`` (``item`` has the ``id`` and the ``property``)."""
+    listed = client.get("/_dash-dependencies")
+    assert listed.status_code == 200, listed.text[:300]
+    dependency = next(d for d in listed.json() if output in d["output"])
+    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
+               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
+    body = {
+        "output": dependency["output"],
+        # One output goes as itself, several as a list: as Dash's renderer sends them.
+        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
+        "inputs": [{**i, "value": value(i)} for i in dependency["inputs"]],
+        "state": [{**s, "value": value(s)} for s in dependency["state"]],
+        "changedPropIds": list(changed),
+    }
+    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
+    return client.post("/_dash-update-component", json=body, headers=headers)
 
 
 def browser_login(browser: Any, url: str, name: str, password: str, code: str = "") -> None:

@@ -13,8 +13,7 @@ import pytest
 
 from dashboard import accounts, security
 from tests.conftest import Database
-from tests.dashboard.serving import PASSWORD, Served, login, serving
-from tests.dashboard.test_security import _dependencies
+from tests.dashboard.serving import PASSWORD, Served, dash_call, login, serving
 
 
 @pytest.fixture
@@ -120,19 +119,11 @@ def test_logins_sent_at_once_check_no_more_than_the_lockout_allows(
 
 def _route(client: httpx.Client, pathname: str, search: str = "") -> httpx.Response:
     """Ask Dash's page router for a page, as the renderer does on navigation."""
-    dependency = next(d for d in _dependencies(client) if "_pages_content" in d["output"])
     values = {"pathname": pathname, "search": search, "hash": ""}
-    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
-               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
-    body = {
-        "output": dependency["output"],
-        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
-        "inputs": [{**i, "value": values.get(i["property"])} for i in dependency["inputs"]],
-        "state": [{**s, "value": values.get(s["property"])} for s in dependency["state"]],
-        "changedPropIds": ["_pages_location.pathname"],
-    }
-    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
-    return client.post("/_dash-update-component", json=body, headers=headers)
+    return dash_call(
+        client, "_pages_content", lambda item: values.get(item["property"]),
+        ["_pages_location.pathname"],
+    )  # fmt: skip
 
 
 def test_the_router_renders_a_page_for_a_plain_address(served: Served) -> None:

@@ -12,8 +12,8 @@ import psycopg
 from ingest.schema.zone import set_city_zone
 from tests.api.city import plant
 from tests.conftest import Database
-from tests.dashboard.serving import serving
-from tests.dashboard.test_security import _dependencies, audit
+from tests.dashboard.serving import dash_call, serving
+from tests.dashboard.test_security import audit
 
 # The last year: the planted city (November 2026) is in range until November 2027, where the
 # last 30 days lost its first hours on 2026-12-01.
@@ -22,20 +22,7 @@ CHOICES = {"history-metric": "pm2_5", "history-site": [], "history-devices": "aq
 
 
 def _call(client: httpx.Client, output: str, values: dict[str, Any]) -> dict[str, Any]:
-    dependency = next(d for d in _dependencies(client) if d["output"].startswith(output))
-    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
-               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
-    body = {
-        "output": dependency["output"],
-        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
-        "inputs": [{"id": i["id"], "property": i["property"], "value": values.get(i["id"])}
-                   for i in dependency["inputs"]],
-        "state": [{"id": s["id"], "property": s["property"], "value": values.get(s["id"])}
-                  for s in dependency["state"]],
-        "changedPropIds": [],
-    }  # fmt: skip
-    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
-    response = client.post("/_dash-update-component", json=body, headers=headers)
+    response = dash_call(client, output, lambda item: values.get(item["id"]))
     assert response.status_code == 200, response.text[:300]
     answer: dict[str, Any] = response.json()["response"]
     return answer

@@ -11,7 +11,7 @@ import pytest
 
 from dashboard import accounts, security
 from tests.conftest import Database
-from tests.dashboard.serving import PASSWORD, Served, callback, login, serving
+from tests.dashboard.serving import PASSWORD, Served, callback, dash_call, login, serving
 
 
 @pytest.fixture
@@ -186,22 +186,12 @@ def _minutes(n: int) -> Any:
 
 
 def _admin_call(client: httpx.Client, output: str, trigger: str, state: dict[str, Any]) -> Any:
-    deps = {d["output"]: d for d in _dependencies(client)}
-    dependency = next(d for key, d in deps.items() if key.startswith(output))
-    outputs = [dict(zip(("id", "property"), o.split(".", 1), strict=True))
-               for o in dependency["output"].strip(".").split("...")]  # fmt: skip
-    body = {
-        "output": dependency["output"],
-        # One output goes as itself, several as a list: as Dash's renderer sends them.
-        "outputs": outputs if dependency["output"].startswith("..") else outputs[0],
-        "inputs": [{"id": i["id"], "property": i["property"],
-                    "value": 1 if i["id"] == trigger else None} for i in dependency["inputs"]],
-        "state": [{"id": s["id"], "property": s["property"], "value": state.get(s["id"])}
-                  for s in dependency["state"]],
-        "changedPropIds": [f"{trigger}.n_clicks"],
-    }  # fmt: skip
-    headers = {"X-CSRFToken": client.cookies.get("_csrf_token") or ""}
-    return client.post("/_dash-update-component", json=body, headers=headers)
+    return dash_call(
+        client,
+        output,
+        lambda item: 1 if item["id"] == trigger else state.get(item["id"]),
+        [f"{trigger}.n_clicks"],
+    )
 
 
 def test_admins_manage_accounts_on_the_page_and_it_is_audited(served: Served) -> None:
