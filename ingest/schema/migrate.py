@@ -1,7 +1,10 @@
-"""Apply the numbered ``NNN_name.sql`` files in this folder, once each, in order.
+"""Apply the numbered ``NNN_name.sql`` files in this folder, once each, in order, then the
+repeatable ones.
 
-Each file runs in its own transaction and is recorded in ``schema_migrations`` with a checksum, so
-an edited migration is caught instead of silently diverging. An advisory lock makes concurrent
+Each numbered file runs in its own transaction and is recorded in ``schema_migrations`` with a
+checksum, so an edited migration is caught instead of silently diverging. Repeatable files (today
+``grants.sql``: the roles and their grants) are written to be run any number of times; each runs
+again whenever its checksum differs from the one recorded in ``schema_repeatable``. An advisory lock makes concurrent
 runners (several ingest workers starting at once) take turns. TimescaleDB is enabled first when the
 server has it preloaded; migrations check ``pg_extension`` to use it.
 """
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TimescaleMode = Literal["auto", "require", "off"]
 _FILE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+REPEATABLE = ("grants",)  # run in this order after the numbered migrations
 _LOCK_KEY = 0x5C17_0001  # an arbitrary constant that names "smartcity schema migrations"
 
 
@@ -56,6 +60,15 @@ def available() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise MigrationError(f"duplicate migration numbers in {versions}")
     return found
+
+
+def repeatable() -> list[Migration]:
+    """The repeatable files, each as a :class:`Migration` numbered by its place in the order."""
+    folder = resources.files(__package__)
+    return [
+        Migration(place, name, folder.joinpath(f"{name}.sql").read_text(encoding="utf-8"))
+        for place, name in enumerate(REPEATABLE, 1)
+    ]
 
 
 def applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, str]:
@@ -132,8 +145,31 @@ def migrate(
                     )
                 log.info("applied migration %03d_%s", migration.version, migration.name)
                 done.append(migration.version)
+            _apply_repeatable(conn)
             if city_zone is not None:
                 set_city_zone(conn, city_zone)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done
+
+
+def _apply_repeatable(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_repeatable ("
+        " name text PRIMARY KEY, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    rows = conn.execute("SELECT name, checksum FROM schema_repeatable").fetchall()
+    recorded = {str(name): str(checksum) for name, checksum in rows}
+    for script in repeatable():
+        if recorded.get(script.name) == script.checksum:
+            continue
+        with conn.transaction():
+            conn.execute(script.sql.encode())  # our own file: several statements
+            conn.execute(
+                "INSERT INTO schema_repeatable (name, checksum) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET checksum = excluded.checksum, applied_at = now()",
+                (script.name, script.checksum),
+            )
+        log.info("applied %s.sql", script.name)
