@@ -53,7 +53,11 @@ class IngestConfig:
             long while devices report themselves online.
         log_level: Python logging level name.
         log_format: ``text`` for people, ``json`` (one object per line) for log collectors.
-        detection: Run anomaly detection and alerts on every committed batch.
+        detection: Run anomaly detection and alerts on every committed batch. Every worker of
+            a city gives the same answer: with it, each writes detection's feed and judges the
+            partitions it owns.
+        detection_lease_s: A stopped worker's detection partitions move to the others after
+            this long without a heartbeat.
         alerts_per_site_per_minute: New alerts allowed per district per minute; more wait.
         alert_topic_prefix: Alerts are published under ``{prefix}/{site}/{device}/{kind}``;
             empty turns publishing off.
@@ -101,6 +105,7 @@ class IngestConfig:
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     detection: bool = True
+    detection_lease_s: float = 10.0
     alerts_per_site_per_minute: int = 30
     alert_topic_prefix: str = "city/alerts/v1"
     checkpoint_every_s: float = 300.0
@@ -139,6 +144,7 @@ class IngestConfig:
             "broker_port",
             "alerts_per_site_per_minute",
             "checkpoint_every_s",
+            "detection_lease_s",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -31,6 +31,7 @@ from ingest.mqtt import Message
 from ingest.registry import SiteDirectory
 from ingest.validate import Checked, IngestReason, Limits, Rejection, check_telemetry
 from ingest.writer import LiveState, Store, StreamKey, WriteBatch, WriteResult
+from processing.feed import PartitionMap
 from processing.hook import BatchHook, no_detection
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class Pipeline:
         limits: Timestamp plausibility window.
         loads: JSON parser.
         process: Detection hook, called with every committed batch's readings.
+        feed: When given, every batch also writes its readings to detection's feed, by the
+            partition of each stream's site (detection then runs as the feed's consumer).
         metrics: Where to count for Prometheus; a private registry by default.
         live_interval_s: How often the newest values and last-seen times are written.
         give_up_s: After a stop is asked, how long to keep retrying a failing write before
@@ -129,6 +132,7 @@ class Pipeline:
         limits: Limits = Limits(),  # noqa: B008  # frozen, so sharing the default is safe
         loads: JsonLoads = json.loads,
         process: BatchHook = no_detection,
+        feed: PartitionMap | None = None,
         metrics: IngestMetrics | None = None,
         live_interval_s: float = 1.0,
         give_up_s: float = 10.0,
@@ -142,6 +146,7 @@ class Pipeline:
         self._limits = limits
         self._loads = loads
         self._process = process
+        self._feed = feed
         self._live_interval_s = live_interval_s
         self._give_up_s = give_up_s
         self._stopping = asyncio.Event()
@@ -182,12 +187,16 @@ class Pipeline:
         if time.monotonic() - self._sites_loaded_at < min_age_s:
             return
         try:
-            self.sites = await self._directory.all()
+            sites = await self._directory.all()
         except Exception as exc:  # keep the registry we have; devices are looked up one by one
             log.warning(
                 "cannot reload the device registry (%s); keeping %d devices", exc, len(self.sites)
             )
             return
+        moved = {d for d, site in self.sites.items() if sites.get(d, site) != site}
+        if moved:  # their streams are looked up again, and placed in their new site's partition
+            self._streams = {key: i for key, i in self._streams.items() if key[0] not in moved}
+        self.sites = sites
         self._sites_loaded_at = time.monotonic()
         self._unknown_checked.clear()
 
@@ -314,7 +323,7 @@ class Pipeline:
         streams = self._streams
         ids = [streams.get((device, sensor, metric)) for _, sensor, metric, _, _ in verdict.rows]
         if None in ids:
-            await self._resolve(device, verdict.rows)
+            await self._resolve(device, verdict.where.site, verdict.rows)
             ids = [streams[(device, sensor, metric)] for _, sensor, metric, _, _ in verdict.rows]
         append = columns.append
         for stream_id, (_, _, _, value, ts) in zip(ids, verdict.rows, strict=True):
@@ -336,7 +345,9 @@ class Pipeline:
             loads=self._loads,
         )
 
-    async def _resolve(self, device: str, rows: Sequence[tuple[int, str, str, float, int]]) -> None:
+    async def _resolve(
+        self, device: str, site: str, rows: Sequence[tuple[int, str, str, float, int]]
+    ) -> None:
         wanted = {
             (device, sensor, metric): METRICS[metric].unit
             for _, sensor, metric, _, _ in rows
@@ -345,7 +356,10 @@ class Pipeline:
         backoff = Backoff(initial=0.2, maximum=10.0)
         while True:
             try:
-                self._streams.update(await self._store.streams(wanted))
+                found = await self._store.streams(wanted)
+                self._streams.update(found)
+                if self._feed is not None:
+                    self._feed.assign(found.values(), site)
                 return
             except Exception as exc:  # database trouble: wait, never drop the message
                 await self._retry_later(exc, backoff, "cannot register new streams")
@@ -405,8 +419,14 @@ class Pipeline:
 
     # writing -------------------------------------------------------------------------------
 
-    async def _write(self, parts: Sequence[_Part], columns: Columns) -> None:
+    def _batch(self, parts: Sequence[_Part], columns: Columns) -> WriteBatch:
         batch = _batch(parts, columns)
+        if self._feed is not None and len(columns):
+            batch.partitions = self._feed.of(columns.arrays().stream_ids)
+        return batch
+
+    async def _write(self, parts: Sequence[_Part], columns: Columns) -> None:
+        batch = self._batch(parts, columns)
         backoff = Backoff(initial=0.2, maximum=10.0)
         started = time.perf_counter()
         while True:
@@ -431,8 +451,9 @@ class Pipeline:
         for part in parts:
             own = columns.slice(part.start, part.stop)
             part.start, part.stop = 0, len(own)
+            batch = self._batch([part], own)
             try:
-                result = await self._store.write(_batch([part], own))
+                result = await self._store.write(batch)
             except _REFUSED as exc:
                 detail = f"the database refused it: {exc}"[:300]
                 device = part.seen[0] if part.seen else None
@@ -440,7 +461,7 @@ class Pipeline:
                 _reject(refused, Rejection(part.topic, device, STORAGE_ERROR, detail, part.payload))
                 await self._write([refused], Columns())
                 continue
-            self._committed([part], _batch([part], own), result)
+            self._committed([part], batch, result)
 
     def _committed(self, parts: Sequence[_Part], batch: WriteBatch, result: WriteResult) -> None:
         stats = self.stats

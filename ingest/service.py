@@ -28,7 +28,9 @@ from ingest.schema import migrate
 from ingest.validate import Limits, fast_loads
 from ingest.writer import PostgresStore, prepare_connection
 from processing.config import DetectionSettings
+from processing.feed import PartitionMap
 from processing.hook import BatchHook, no_detection
+from processing.partitioned import PartitionedDetection
 from processing.publish import AlertPublisher, BrokerAccount
 from processing.service import DetectionOptions, DetectionService
 from processing.stage import DetectionStage
@@ -70,10 +72,11 @@ class IngestService:
 
     def __init__(self, config: IngestConfig, *, process: BatchHook | None = None) -> None:
         self.config = config
-        self.detection: DetectionService | None = None
+        # Detection reads the committed batches back from the feed, for the partitions this
+        # worker owns; a hook given here instead runs inline on this worker's batches only.
+        self.detection: PartitionedDetection | None = None
         if process is None and config.detection:
             self.detection = detection_for(config)
-            process = self.detection.hook
         self._process = process or no_detection
         self.metrics = IngestMetrics()
         self.stopping = asyncio.Event()
@@ -136,8 +139,6 @@ class IngestService:
                 log.info("schema migrated: %s", ", ".join(f"{v:03d}" for v in applied))
         async with open_pool(config.database_url) as pool:
             await pool.wait(timeout=30)
-            if self.detection is not None:
-                await self.detection.prepare(pool)
             connected = self.metrics.broker_connected
             generations = itertools.count(1)
 
@@ -164,6 +165,7 @@ class IngestService:
                 limits=Limits.from_seconds(config.max_future_s, config.max_past_s),
                 loads=fast_loads,
                 process=self._process,
+                feed=PartitionMap() if self.detection is not None else None,
                 metrics=self.metrics,
             )
             self.pipeline.on_room = self._resume
@@ -321,8 +323,8 @@ def _runner(
     return lambda: consumer.run(stopping, drained)
 
 
-def detection_for(config: IngestConfig) -> DetectionService:
-    """The detection service ``config`` asks for, publishing with ingest's broker account."""
+def detection_for(config: IngestConfig) -> PartitionedDetection:
+    """The detection ``config`` asks for, publishing with ingest's broker account."""
     publisher = None
     if config.alert_topic_prefix:
         tls = (
@@ -349,8 +351,14 @@ def detection_for(config: IngestConfig) -> DetectionService:
         zone=zone,
         clock=config.detection_clock,
     )
-    stage = DetectionStage(settings, scheme=config.aqi_scheme, zone=zone)
-    return DetectionService(stage, options=options, publisher=publisher)
+
+    def one_partition() -> DetectionService:
+        stage = DetectionStage(settings, scheme=config.aqi_scheme, zone=zone)
+        return DetectionService(stage, options=options)
+
+    return PartitionedDetection(
+        one_partition, options=options, publisher=publisher, lease_s=config.detection_lease_s
+    )
 
 
 def _summary(stats: PipelineStats) -> str:

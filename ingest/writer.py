@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 import psycopg
+from numpy.typing import NDArray
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,6 +28,7 @@ from edge.contract import Status
 from ingest import rollups
 from ingest.columns import Columns, newest_per_stream
 from ingest.validate import Rejection
+from processing.feed import INSERT_FEED, feed_rows
 from processing.hook import ReadingColumns
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class WriteBatch:
     readings: Columns = field(default_factory=Columns)
     rejections: list[Rejection] = field(default_factory=list)
     statuses: dict[str, tuple[int, Status]] = field(default_factory=dict)  # device: (µs, status)
+    # Each reading's detection partition, when detection reads the feed (processing.feed).
+    partitions: NDArray[np.int16] | None = None
 
     def __bool__(self) -> bool:
         return bool(len(self.readings) or self.rejections or self.statuses)
@@ -137,6 +141,10 @@ _INSERT_STAGED = (
     "INSERT INTO readings (ts, stream_id, value) SELECT ts, stream_id, value FROM readings_in"
     " ON CONFLICT (stream_id, ts) DO NOTHING"
 )
+# The same, returning what was new: only that goes on to detection's feed.
+_INSERT_STAGED_FRESH = (
+    _INSERT_STAGED + " RETURNING stream_id, (extract(epoch FROM ts) * 1000000)::bigint, value"
+)
 _COPY_REJECTIONS = (
     "COPY rejections (topic, device_id, reason, detail, reading_index, payload) FROM STDIN"
 )
@@ -160,6 +168,23 @@ _UPDATE_SEEN = (
     " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(device_id, ts, seq)"
     " WHERE d.device_id = u.device_id"
 )
+
+
+def _fresh(rows: list[tuple[object, ...]]) -> ReadingColumns:
+    """The readings a deduplicating insert returned as new."""
+    return ReadingColumns(
+        np.array([int(str(r[0])) for r in rows], dtype=np.int32),
+        np.array([int(str(r[1])) for r in rows], dtype=np.int64),
+        np.array([float(str(r[2])) for r in rows], dtype=np.float64),
+    )
+
+
+def _partitions_of(
+    fresh: ReadingColumns, batch: ReadingColumns, partitions: NDArray[np.int16]
+) -> NDArray[np.int16]:
+    """The partitions of ``fresh``'s streams, as the whole batch had them."""
+    of = dict(zip(batch.stream_ids.tolist(), partitions.tolist(), strict=True))
+    return np.array([of[s] for s in fresh.stream_ids.tolist()], dtype=np.int16)
 
 
 async def prepare_connection(conn: AsyncConnection[tuple[object, ...]]) -> None:
@@ -225,11 +250,21 @@ class PostgresStore:
                 async with cur.copy(_COPY_STAGING if deduplicate else _COPY_READINGS) as copy:
                     await copy.write(buffer)
                 inserted = count
-                if deduplicate:
+                arrays = batch.readings.arrays()
+                partitions = batch.partitions
+                if deduplicate and partitions is None:
                     await cur.execute(_INSERT_STAGED)
                     inserted = cur.rowcount
-                # In this transaction: a stored reading always reaches the rollups.
+                elif deduplicate and partitions is not None:
+                    await cur.execute(_INSERT_STAGED_FRESH)
+                    fresh = _fresh(await cur.fetchall())
+                    inserted = len(fresh)
+                    partitions = _partitions_of(fresh, arrays, partitions)
+                    arrays = fresh
+                # In this transaction: a stored reading always reaches the rollups, and detection.
                 await rollups.mark_dirty(cur, batch.readings.arrays().ts_us)
+                if partitions is not None and len(arrays):
+                    await cur.executemany(INSERT_FEED, feed_rows(arrays, partitions))
             if batch.rejections:
                 async with cur.copy(_COPY_REJECTIONS) as copy:
                     for r in batch.rejections:

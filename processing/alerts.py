@@ -1,8 +1,12 @@
 """Alerts in the database: open (deduplicated), acknowledge, comment, resolve, and their history.
 
 Deduplication is the partial unique index ``alerts_one_unresolved``: at most one unresolved alert
-per stream and kind, whichever worker gets there first. Opening also takes a per-district
-advisory lock, so the district rate limit holds across several ingest workers. Every change adds
+per stream and kind, whichever worker gets there first. A transition is also recognised when it
+comes again (a new owner of a detection partition replaying the feed after its predecessor's last
+checkpoint): an opening is new only if no alert of that stream and kind started at or after the
+reading that opened it, and a resolution applies only to an alert that started before it.
+Opening also takes a per-district advisory lock, so the district rate limit holds across several
+ingest workers. Every change adds
 a row to ``alert_events``, which doubles as the outbox for MQTT publication.
 """
 
@@ -22,7 +26,7 @@ from processing.kinds import Severity
 log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]
-OpenOutcome = Literal["opened", "refreshed", "deferred"]
+OpenOutcome = Literal["opened", "refreshed", "deferred", "replayed"]
 State = Literal["open", "acknowledged", "resolved"]
 DETECTOR = "detector"
 _LOCK_CLASS = 0x5C17_0A1E  # advisory lock namespace: "alerts per district"
@@ -101,6 +105,10 @@ _REFRESH = (
     " THEN %s ELSE severity END"
     " WHERE alert_id = %s"
 )
+_SEEN = (
+    "SELECT alert_id FROM alerts WHERE stream_id = %s AND kind = %s AND started_at >= %s"
+    " ORDER BY started_at DESC LIMIT 1"
+)
 _RECENT_IN_SITE = (
     "SELECT count(*) FROM alerts WHERE site = %s AND opened_at > now() - make_interval(secs => %s)"
 )
@@ -128,12 +136,19 @@ class AlertStore:
         """Open an alert, or fold the detection into the unresolved one for that stream and kind.
 
         Returns ``("deferred", None)`` when the district has had its quota of new alerts this
-        minute: the caller keeps the opening and tries again while the condition lasts.
+        minute: the caller keeps the opening and tries again while the condition lasts; and
+        ``("replayed", id)`` when this detection, or a later one, is already recorded.
         """
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, opening.site)
             )
+            cursor = await conn.execute(
+                _SEEN, (opening.stream_id, opening.kind, opening.started_at)
+            )
+            seen = await cursor.fetchone()
+            if seen is not None:
+                return "replayed", int(str(seen[0]))
             cursor = await conn.execute(_FIND_UNRESOLVED, (opening.stream_id, opening.kind))
             existing = await cursor.fetchone()
             if existing is not None:
@@ -168,13 +183,19 @@ class AlertStore:
             await conn.execute(_EVENT, (alert_id, "opened", DETECTOR, opening.message))
             return "opened", alert_id
 
-    async def resolve_condition(self, stream_id: int, kind: str, comment: str) -> int | None:
-        """The detectors saw the condition end: resolve its unresolved alert, if any."""
+    async def resolve_condition(
+        self, stream_id: int, kind: str, comment: str, at: datetime | None = None
+    ) -> int | None:
+        """The detectors saw the condition end (at ``at``): resolve its unresolved alert, if any.
+
+        An alert that started after ``at`` is a later episode, not the one that ended.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "UPDATE alerts SET state = 'resolved', resolved_at = now(), resolved_by = %s"
-                " WHERE stream_id = %s AND kind = %s AND state <> 'resolved' RETURNING alert_id",
-                (DETECTOR, stream_id, kind),
+                " WHERE stream_id = %s AND kind = %s AND state <> 'resolved'"
+                " AND (%s::timestamptz IS NULL OR started_at <= %s) RETURNING alert_id",
+                (DETECTOR, stream_id, kind, at, at),
             )
             row = await cursor.fetchone()
             if row is None:

@@ -22,8 +22,10 @@ from ingest.mqtt import MqttError
 from processing.alerts import AlertStore, Opening, Pool
 from processing.clock import ReadingsClock
 from processing.explain import DEFAULT_ZONE, explain
+from processing.feed import partition_of
 from processing.hook import BatchHook, ReadingColumns
 from processing.kinds import Kind, severity
+from processing.owners import Fence
 from processing.publish import AlertPublisher
 from processing.stage import DetectionStage, Event
 from processing.streams import StreamInfo
@@ -93,6 +95,7 @@ class DetectionService:
         # Transitions drained from the stage but not yet written (a database failover cut the
         # step short): first in line at the next step, so none is lost.
         self._unwritten: list[Event] = []
+        self._partition: int | None = None
         self.opened = 0
         self.resolved = 0
         self.deferred = 0
@@ -121,22 +124,39 @@ class DetectionService:
         for batch in waiting:
             self._detect(batch)
 
-    async def prepare(self, pool: Pool) -> int:
-        """Learn every registered stream and restore checkpointed state; call before ingesting.
+    async def prepare(self, pool: Pool, partition: int | None = None) -> int:
+        """Learn the registered streams and restore their checkpointed state; call before use.
+
+        Args:
+            pool: The telemetry database.
+            partition: Only the streams of the sites in this feed partition; None for all.
 
         Returns the number of streams whose state was restored.
         """
+        self._partition = partition
         await self._describe(pool, None)
+        restored = await self._restore(pool, list(self.stage.infos))
+        self.started = datetime.now(UTC)
+        log.info(
+            "detection ready%s: %d streams described, %d restored",
+            "" if partition is None else f" for partition {partition}",
+            len(self.stage.infos),
+            restored,
+        )
+        return restored
+
+    async def _restore(self, pool: Pool, stream_ids: list[int]) -> int:
+        if not stream_ids:
+            return 0
         async with pool.connection() as conn:
-            cursor = await conn.execute("SELECT stream_id, state FROM detector_state")
+            cursor = await conn.execute(
+                "SELECT stream_id, state FROM detector_state WHERE stream_id = ANY(%s)",
+                (stream_ids,),
+            )
             rows = await cursor.fetchall()
         saved = [(int(str(row[0])), bytes(row[1])) for row in rows]  # type: ignore[call-overload]
         restored = self.stage.restore(saved)
-        self.stage.take_dirty()  # restored state is already saved
-        self.started = datetime.now(UTC)
-        log.info(
-            "detection ready: %d streams described, %d restored", len(self.stage.infos), restored
-        )
+        self.stage.mark_dirty([stream_id for stream_id, _ in saved], dirty=False)  # saved
         return restored
 
     async def run(self, pool: Pool, stopping: asyncio.Event) -> None:
@@ -170,9 +190,11 @@ class DetectionService:
         seen = set(self.stage.stream_ids())
         for batch in self._waiting:
             seen.update(np.unique(batch.stream_ids).tolist())
-        unknown = {s for s in seen if s not in self.stage.infos}
+        unknown = sorted(s for s in seen if s not in self.stage.infos)
         if unknown:
-            await self._describe(pool, sorted(unknown))
+            await self._describe(pool, unknown)
+            # A stream whose device moved here from a site of another partition keeps its memory.
+            await self._restore(pool, unknown)
         self._release()
         pending = list(self._deferred.values())
         self._deferred.clear()
@@ -203,7 +225,7 @@ class DetectionService:
         if not event.opened:
             if self._deferred.pop((event.stream_id, event.kind), None) is None:
                 resolved = await store.resolve_condition(
-                    event.stream_id, event.kind.slug, f"back to normal: {message}"
+                    event.stream_id, event.kind.slug, f"back to normal: {message}", event.at
                 )
                 self.resolved += resolved is not None
             return
@@ -226,14 +248,30 @@ class DetectionService:
         elif outcome == "opened":
             self.opened += 1
 
-    async def checkpoint(self, pool: Pool) -> int:
-        """Save every changed stream's state; returns how many rows were written."""
+    async def checkpoint(self, pool: Pool, fence: Fence | None = None) -> int:
+        """Save every changed stream's state; returns how many rows were written.
+
+        Args:
+            pool: The telemetry database.
+            fence: The feed partition's tenure: the state is saved, with how far into the feed
+                it reaches, only while this worker still owns the partition.
+
+        Raises:
+            PartitionLostError: The fence's tenure is over; nothing was saved.
+        """
         rows = self.stage.take_dirty()
         rows = [(s, blob) for s, blob in rows if s in self.stage.infos]
-        if not rows:
+        if not rows and fence is None:
             return 0
-        async with pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(_SAVE, rows)
+        try:
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                if rows:
+                    await cursor.executemany(_SAVE, rows)
+                if fence is not None and not await fence.record(cursor):
+                    raise PartitionLostError(fence.partition)
+        except BaseException:
+            self.stage.mark_dirty([stream_id for stream_id, _ in rows])  # saved next time
+            raise
         return len(rows)
 
     async def _describe(self, pool: Pool, stream_ids: list[int] | None) -> None:
@@ -251,6 +289,8 @@ class DetectionService:
             )
             for r in rows
         ]
+        if self._partition is not None and stream_ids is None:
+            infos = [i for i in infos if partition_of(i.site) == self._partition]
         self.stage.describe(infos)
         if infos:
             top = max(i.stream_id for i in infos)
@@ -259,3 +299,11 @@ class DetectionService:
                 grown[: self._described.size] = self._described
                 self._described = grown
             self._described[[i.stream_id for i in infos]] = True
+
+
+class PartitionLostError(Exception):
+    """Another worker owns the feed partition now: this worker's state of it is stale."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"detection partition {partition} is owned by another worker now")
+        self.partition = partition

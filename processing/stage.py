@@ -265,6 +265,12 @@ class DetectionStage:
             self._dirty[:] = False
             return [(self._stream_of[r], self.state.row_bytes(int(r))) for r in rows]
 
+    def mark_dirty(self, stream_ids: Iterable[int], dirty: bool = True) -> None:
+        """Count these streams as changed since the last checkpoint (or, ``dirty=False``, not)."""
+        with self._lock:
+            rows = [int(self._row_of[s]) for s in stream_ids if self.known(s)]
+            self._dirty[rows] = dirty
+
     def restore(self, saved: Sequence[tuple[int, bytes]]) -> int:
         """Load checkpointed rows; returns how many fitted this version's layout."""
         loaded = 0

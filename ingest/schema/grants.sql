@@ -28,6 +28,10 @@ BEGIN
         GRANT DELETE ON readings, rollup_1m, rollup_1h, rollup_1d TO smartcity_ingest;  -- retention
         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO smartcity_ingest;
         GRANT SELECT, UPDATE ON city_settings TO smartcity_ingest;  -- the zone of the days
+        -- Detection's feed of committed batches, its partitions' owners and their leases.
+        GRANT SELECT, INSERT, DELETE ON detection_feed TO smartcity_ingest;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON detection_partitions, detection_workers
+            TO smartcity_ingest;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'smartcity_dashboard') THEN
         GRANT USAGE ON SCHEMA public TO smartcity_dashboard;

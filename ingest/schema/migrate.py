@@ -1,12 +1,11 @@
-"""Apply the numbered ``NNN_name.sql`` files in this folder, once each, in order, then the
-repeatable ones.
+"""Apply the numbered ``NNN_name.sql`` files in this folder once each, in order; then the others.
 
 Each numbered file runs in its own transaction and is recorded in ``schema_migrations`` with a
 checksum, so an edited migration is caught instead of silently diverging. Repeatable files (today
 ``grants.sql``: the roles and their grants) are written to be run any number of times; each runs
-again whenever its checksum differs from the one recorded in ``schema_repeatable``. An advisory lock makes concurrent
-runners (several ingest workers starting at once) take turns. TimescaleDB is enabled first when the
-server has it preloaded; migrations check ``pg_extension`` to use it.
+again whenever its checksum differs from the one recorded in ``schema_repeatable``. An advisory
+lock makes concurrent runners (several ingest workers starting at once) take turns. TimescaleDB
+is enabled first when the server has it preloaded; migrations check ``pg_extension`` to use it.
 """
 
 from __future__ import annotations

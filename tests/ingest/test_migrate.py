@@ -46,7 +46,9 @@ def test_a_changed_grants_file_is_applied_again_and_only_then(
     assert migrate(database.dsn) == []  # no numbered migration; the grants file ran again
     assert may_read()
     with psycopg.connect(database.dsn) as conn:
-        recorded = conn.execute("SELECT name, checksum, applied_at FROM schema_repeatable").fetchall()
+        recorded = conn.execute(
+            "SELECT name, checksum, applied_at FROM schema_repeatable"
+        ).fetchall()
         assert [(n, c) for n, c, _ in recorded] == [("grants", changed.checksum)]
         conn.execute("REVOKE SELECT ON city_settings FROM grants_probe")
     migrate(database.dsn)  # unchanged since: not run again

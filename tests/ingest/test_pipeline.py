@@ -14,6 +14,7 @@ from ingest.pipeline import STORAGE_ERROR, Pipeline
 from ingest.registry import MemoryDirectory
 from ingest.validate import fast_loads
 from ingest.writer import MemoryStore, WriteBatch, WriteResult
+from processing.feed import PartitionMap, partition_of
 from tests.ingest.helpers import batch_payload, non_numeric_payload, recent
 
 SITES = {"aq-0001": "centre", "aq-0002": "centre"}
@@ -97,6 +98,51 @@ async def test_readings_keep_their_streams_values_and_times() -> None:
     sid = store.ids[("aq-0001", "aq", "pm2_5")]
     assert store.latest[sid] == (first_us + 2_000_000, 12.0)  # newest value kept for live views
     assert store.seen["aq-0001"][1] == 1  # last sequence number
+
+
+async def test_each_reading_goes_to_the_feed_partition_of_its_devices_site() -> None:
+    """Also after the device is moved to another district: its streams follow it."""
+
+    class Recording(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.partitions: list[tuple[list[int], list[int]]] = []
+
+        async def write(self, batch: WriteBatch) -> WriteResult:
+            assert batch.partitions is not None
+            ids = batch.readings.arrays().stream_ids.tolist()
+            self.partitions.append((ids, batch.partitions.tolist()))
+            return await super().write(batch)
+
+    store, acks = Recording(), Acks()
+    directory = MemoryDirectory({"aq-0001": "centre", "aq-0002": "harbour"})
+    pipe = Pipeline(store, directory, acks, loads=fast_loads, max_age_s=0.05, feed=PartitionMap())
+    start = recent()
+    first = [
+        acks.message("one", batch_payload("aq-0001", 1, start)),
+        acks.message(
+            "two", batch_payload("aq-0002", 1, start), "city/v1/harbour/aq-0002/telemetry"
+        ),
+    ]
+    await run_until_drained(pipe, first)
+    directory.sites["aq-0001"] = "harbour"
+    await pipe.refresh_sites()
+    moved = acks.message(
+        "moved", batch_payload("aq-0001", 2, start + timedelta(seconds=30)),
+        "city/v1/harbour/aq-0001/telemetry",
+    )  # fmt: skip
+    await run_until_drained(pipe, [moved])
+    placed = {
+        (store.key_of(sid)[0], partition)
+        for ids, partitions in store.partitions
+        for sid, partition in zip(ids, partitions, strict=True)
+    }
+    assert placed == {
+        ("aq-0001", partition_of("centre")),
+        ("aq-0002", partition_of("harbour")),
+        ("aq-0001", partition_of("harbour")),
+    }
+    assert store.partitions[-1][1] == [partition_of("harbour")] * len(store.partitions[-1][1])
 
 
 async def test_nothing_is_acked_before_its_batch_is_durable() -> None:

@@ -68,6 +68,8 @@ def _refused(dsn: str, statement: str) -> bool:
         ("smartcity_ingest", "TRUNCATE readings"),
         ("smartcity_ingest", "DROP TABLE rejections"),
         ("smartcity_ingest", "SELECT * FROM users"),
+        ("smartcity_ingest", "UPDATE detection_feed SET vals = ''"),  # what was committed stays
+        ("smartcity_dashboard", "SELECT * FROM detection_feed"),
         ("smartcity_dashboard", "DELETE FROM users"),
         ("smartcity_dashboard", "UPDATE users SET name = 'someone-else'"),
         ("smartcity_dashboard", "DELETE FROM audit_log"),
@@ -125,3 +127,12 @@ async def test_ingest_runs_on_its_role_alone(
 
         assert await eventually(stored_and_rolled_up)
     assert "permission denied" not in caplog.text  # detector checkpoints at stop included
+    with psycopg.connect(database.dsn) as conn:
+        fed = conn.execute(
+            "SELECT count(*) FILTER (WHERE read_to <> '0'), count(*) FILTER (WHERE owner IS NULL)"
+            " FROM detection_partitions"
+        ).fetchone()
+        left = conn.execute("SELECT count(*) FROM detection_feed").fetchone()
+    # Detection read the feed, checkpointed, pruned what it had read and released everything.
+    assert fed == (1, 16)
+    assert left == (0,)

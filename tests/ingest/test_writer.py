@@ -12,6 +12,7 @@ from ingest.columns import Columns
 from ingest.service import Pool
 from ingest.validate import Rejection, to_us
 from ingest.writer import LiveState, PostgresStore, WriteBatch
+from processing.feed import PartitionMap, decode, partition_of
 from tests.conftest import Database
 from tests.ingest.helpers import stored_keys
 
@@ -41,6 +42,38 @@ async def test_rows_are_stored_once_even_when_redelivered(pool: Pool, database: 
     assert len(keys) == 150
     assert keys[0] == ("aq-0001", "aq", "pm2_5", AT, 0.0)
     assert keys[-1][3] == AT + timedelta(seconds=149)
+
+
+async def test_detections_feed_gets_each_committed_reading_once_by_partition(
+    pool: Pool, database: Database
+) -> None:
+    """A redelivered batch feeds detection only the readings it stored for the first time."""
+    store = PostgresStore(pool)
+    north, south = await stream(store), await stream(store, "aq-0002")
+    sites = PartitionMap()
+    sites.assign([north], "north")
+    sites.assign([south], "south")
+
+    def batch(start: datetime) -> WriteBatch:
+        both = columns(north, start, 10)
+        both.extend(columns(south, start, 10))
+        return WriteBatch(readings=both, partitions=sites.of(both.arrays().stream_ids))
+
+    await store.write(batch(AT))
+    await store.write(batch(AT + timedelta(seconds=5)))  # half of it is already stored
+    with psycopg.connect(database.dsn) as conn:
+        rows = conn.execute(
+            "SELECT partition, stream_ids, ts_us, vals FROM detection_feed ORDER BY xid, partition"
+        ).fetchall()
+    fed = [(int(p), decode(bytes(i), bytes(t), bytes(v))) for p, i, t, v in rows]
+    assert sorted({p for p, _ in fed}) == sorted({partition_of("north"), partition_of("south")})
+    by_stream: dict[int, list[int]] = {}
+    for partition, readings in fed:
+        for sid, ts in zip(readings.stream_ids.tolist(), readings.ts_us.tolist(), strict=True):
+            assert partition == partition_of("north" if sid == north else "south")
+            by_stream.setdefault(sid, []).append(ts)
+    expected = [to_us(AT + timedelta(seconds=i)) for i in range(15)]
+    assert {sid: sorted(ts) for sid, ts in by_stream.items()} == {north: expected, south: expected}
 
 
 async def test_duplicates_inside_one_batch_are_stored_once(pool: Pool, database: Database) -> None:
