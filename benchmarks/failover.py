@@ -3,9 +3,9 @@
     python benchmarks/failover.py            # a table for people
     python benchmarks/failover.py --json     # one JSON object
 
-Three parts, each with its own servers on loopback and a simulated fleet (``--devices``, each
-sampling every ``--interval`` seconds) whose every acknowledged reading is counted in the
-database at the end, key by key:
+Four parts, each with its own servers on loopback. The first two run a simulated fleet
+(``--devices``, each sampling every ``--interval`` seconds) whose every acknowledged reading is
+counted in the database at the end, key by key:
 
 1. Brokers: PostgreSQL + TimescaleDB, two Mosquitto brokers and an ingest worker consuming from
    both (``more_brokers``); the fleet publishes to the first with the second as its fallback.
@@ -30,8 +30,16 @@ Across parts: ``lost_readings`` (acknowledged by a device, not in the database o
 ``redelivered_readings`` (reached ingest twice and recognised by their key, ingest's counter),
 ``readings_published`` and ``readings_per_s`` (the fleets' readings stored per second of run).
 
-The detection keys (``detection_alerts_one_worker``, ``detection_alerts_two_workers``) are
-reported as null until streams have single owners among workers.
+4. Detection with one worker and with two: a real week of the Beijing stations
+   (``smartcity replay``, a week in ``--replay-s`` seconds, ``detection_clock = "readings"``)
+   through one ingest worker, then into a fresh database through two workers on a shared
+   subscription, the second killed (SIGKILL) once a third of the week is stored and restarted
+   at once, as a supervisor would. ``detection_alerts_one_worker`` and
+   ``detection_alerts_two_workers``: alerts opened; ``detection_alerts_shared``: alerts the two
+   runs have in common (same station, metric, kind and start).
+
+``--parts`` chooses which parts run (``brokers,database,throughput,detection``); the keys of the
+others are null.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -60,6 +69,7 @@ from edge.publisher import BrokerSettings  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402
 from ingest.registry import DeviceRecord, register_devices  # noqa: E402
 from ingest.schema import migrate  # noqa: E402
+from smartcity import datasets  # noqa: E402
 from tests.ingest.helpers import stored_keys  # noqa: E402
 from tests.ingest.process import IngestProcess  # noqa: E402
 from tests.services.mosquitto import Mosquitto  # noqa: E402
@@ -67,7 +77,7 @@ from tests.services.patroni import PatroniCluster  # noqa: E402
 from tests.services.postgres import PostgresServer  # noqa: E402
 
 SITE = "failover"
-NOT_MEASURED = ("detection_alerts_one_worker", "detection_alerts_two_workers")
+PARTS = ("brokers", "database", "throughput", "detection")
 HERE = Path(__file__).resolve().parent
 READINGS_PER_MESSAGE = 10  # the publisher's ten metrics per message
 
@@ -195,15 +205,14 @@ def brokers(args: argparse.Namespace, workdir: Path) -> Outcome:
 def start_worker(
     dsn: str, broker: Mosquitto, name: str, workdir: Path, **settings: Any
 ) -> IngestProcess:
-    """A started ingest worker of this benchmark's: no migration, no detection."""
+    """A started ingest worker of this benchmark's: no migration; no detection unless asked."""
     config = IngestConfig(
         database_url=dsn,
         broker_host=broker.host,
         broker_port=broker.port,
         client_id=f"bench-{name}",
         migrate=False,
-        detection=False,
-        **settings,
+        **{"detection": False, **settings},
     )
     worker = IngestProcess(config, workdir / f"ingest-{name}.log")
     worker.start()
@@ -311,25 +320,157 @@ def throughput(args: argparse.Namespace, workdir: Path) -> tuple[float, float, f
     return statistics.median(alone), statistics.median(paired), share
 
 
+Alert = tuple[str, str, str, str]  # device, metric, kind, start
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def alerts_opened(dsn: str) -> set[Alert]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT a.device_id, s.metric, a.kind, a.started_at FROM alerts a"
+            " JOIN streams s USING (stream_id)"
+        ).fetchall()
+    return {(str(d), str(m), str(k), t.isoformat()) for d, m, k, t in rows}
+
+
+def replay_week(dsn: str, broker: Mosquitto, args: argparse.Namespace, workdir: Path) -> Any:
+    """``smartcity replay`` of the Beijing week, started in the background."""
+    settings = workdir / "replay.toml"
+    settings.write_text(f'[ingest]\ndatabase_url = "{dsn}"\n', encoding="utf-8")
+    speed = 7 * 86_400 / args.replay_s
+    command = [
+        sys.executable, "-m", "smartcity.cli_main", "replay", "beijing",
+        "--start", "2014-01-13", "--days", "7", "--speed", f"{speed:.0f}",
+        "--config", str(settings), "--broker", f"{broker.host}:{broker.port}",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def detected(args: argparse.Namespace, workdir: Path, *, workers: int) -> set[Alert]:
+    """Alerts opened on the replayed week by ``workers`` ingest workers (the last one killed
+    once a third is stored, and restarted)."""
+    server = PostgresServer()
+    broker = Mosquitto()
+    started: list[IngestProcess] = []
+    try:
+        server.start()
+        broker.start()
+        dsn = server.dsn()
+        migrate(dsn, timescaledb="require")
+        settings: dict[str, Any] = {
+            "detection": True,
+            "detection_clock": "readings",
+            "detection_lease_s": 3.0,
+            "city_timezone": datasets.BEIJING_ZONE,
+            "alerts_per_site_per_minute": 1_000_000,
+            "alert_topic_prefix": "",
+            "batch_max_age_s": 0.1,
+            "shared_group": "detection",
+            "checkpoint_every_s": 2.0,
+        }
+        for n in range(workers):
+            started.append(
+                start_worker(dsn, broker, f"detection-{workers}-{n}", workdir, **settings)
+            )
+        replay = replay_week(dsn, broker, args, workdir)
+        if workers > 1:
+            week = 12 * 6 * 7 * 24  # stations x metrics x hours (a few are missing)
+            wait_for(lambda: stored_after(dsn, EPOCH) > week // 3, args.timeout)
+            victim = started[-1]
+            victim.kill()
+            log(f"killed a worker with {stored_after(dsn, EPOCH):,} readings stored")
+            victim.start()
+        out, err = replay.communicate(timeout=args.timeout + args.replay_s)
+        if replay.returncode != 0:
+            raise RuntimeError(f"the replay failed: {err}")
+        published = re.search(r"published ([\d,]+) readings", out)
+        if published is None:
+            raise RuntimeError(f"the replay did not say what it published: {out}")
+        total = int(published[1].replace(",", ""))
+        wait_for(lambda: stored_after(dsn, EPOCH) >= total, args.timeout, 0.5)
+        settled = wait_for(lambda: quiet(dsn), args.timeout, 1.0)
+        log(f"detection settled after {settled} s with {workers} workers")
+        for worker in started:
+            worker.stop()  # a graceful stop writes the last transitions
+        return alerts_opened(dsn)
+    finally:
+        for worker in started:
+            if worker.alive():
+                worker.stop()
+        broker.cleanup()
+        server.cleanup()
+
+
+def quiet(dsn: str) -> bool:
+    """Whether detection has judged and checkpointed the whole feed."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM detection_feed f JOIN detection_partitions p USING (partition)"
+            " WHERE f.xid > p.read_to"
+        ).fetchone()
+    return row is not None and int(row[0]) == 0
+
+
+def detection(args: argparse.Namespace, workdir: Path) -> tuple[set[Alert], set[Alert]]:
+    """Part 4: the same real week through one worker, and through two with one killed."""
+    return detected(args, workdir, workers=1), detected(args, workdir, workers=2)
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
-    broker = brokers(args, workdir)
-    db = database(args, workdir)
-    single, paired, share = throughput(args, workdir)
-    both = (broker, db)
-    return {
-        "broker_failover_resume_s": broker.resume_s,
-        "db_failover_resume_s": db.resume_s,
-        "lost_readings": sum(o.lost for o in both),
-        "duplicate_readings": sum(o.duplicates for o in both),
-        "redelivered_readings": sum(o.redelivered for o in both),
-        "readings_published": sum(o.published for o in both),
-        "readings_per_s": statistics.median(o.stored_per_s for o in both),
-        "readings_per_s_single": single,
-        "readings_per_s_sync_replica": paired,
-        "sync_replica_share": share,
-        "devices": args.devices,
-        **dict.fromkeys(NOT_MEASURED),
-    }
+    parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    result: dict[str, object] = {"devices": args.devices}
+    both = []
+    if "brokers" in parts:
+        broker = brokers(args, workdir)
+        result["broker_failover_resume_s"] = broker.resume_s
+        both.append(broker)
+    if "database" in parts:
+        db = database(args, workdir)
+        result["db_failover_resume_s"] = db.resume_s
+        both.append(db)
+    if both:
+        result.update(
+            lost_readings=sum(o.lost for o in both),
+            duplicate_readings=sum(o.duplicates for o in both),
+            redelivered_readings=sum(o.redelivered for o in both),
+            readings_published=sum(o.published for o in both),
+            readings_per_s=statistics.median(o.stored_per_s for o in both),
+        )
+    if "throughput" in parts:
+        single, paired, share = throughput(args, workdir)
+        result.update(
+            readings_per_s_single=single,
+            readings_per_s_sync_replica=paired,
+            sync_replica_share=share,
+        )
+    if "detection" in parts:
+        one, two = detection(args, workdir)
+        result.update(
+            detection_alerts_one_worker=len(one),
+            detection_alerts_two_workers=len(two),
+            detection_alerts_shared=len(one & two),
+        )
+    return {key: result.get(key) for key in KEYS} | result
+
+
+KEYS = (
+    "broker_failover_resume_s",
+    "db_failover_resume_s",
+    "lost_readings",
+    "duplicate_readings",
+    "redelivered_readings",
+    "readings_published",
+    "readings_per_s",
+    "readings_per_s_single",
+    "readings_per_s_sync_replica",
+    "sync_replica_share",
+    "detection_alerts_one_worker",
+    "detection_alerts_two_workers",
+    "detection_alerts_shared",
+)
 
 
 def main() -> int:
@@ -345,6 +486,8 @@ def main() -> int:
     parser.add_argument("--offered", type=float, default=200_000, help="readings/s, part 3")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds, part 3")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of part 3")
+    parser.add_argument("--replay-s", type=float, default=60.0, help="the week's replay, part 4")
+    parser.add_argument("--parts", default=",".join(PARTS), help="which parts to run")
     args = parser.parse_args()
     result = run(args, Path(tempfile.mkdtemp(prefix="smartcity-failover-")))
     if args.json:
@@ -353,18 +496,7 @@ def main() -> int:
     print(f"a broker, then the primary database, killed under load from {args.devices} devices")
     print()
     print(f"{'what':<48}{'value':>14}")
-    for key in (
-        "broker_failover_resume_s",
-        "db_failover_resume_s",
-        "lost_readings",
-        "duplicate_readings",
-        "redelivered_readings",
-        "readings_published",
-        "readings_per_s",
-        "readings_per_s_single",
-        "readings_per_s_sync_replica",
-        "sync_replica_share",
-    ):
+    for key in KEYS:
         value = result[key]
         text = (
             "never"
@@ -374,8 +506,6 @@ def main() -> int:
             else f"{value:,}"
         )
         print(f"{key:<48}{text:>14}")
-    print()
-    print("not measured yet: " + ", ".join(NOT_MEASURED))
     return 0
 
 

@@ -313,6 +313,12 @@ def main() -> int:
         help="readings/s offered during the sustained run (default 150,000)",
     )
     parser.add_argument("--skip-baselines", action="store_true", help="only the ingest runs")
+    parser.add_argument(
+        "--detection",
+        choices=("on", "off"),
+        default="on",
+        help="run detection (each batch also written to its feed, judged by partition owners)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="smartcity-bench-"))
     services = start(args.devices, workdir)
@@ -326,7 +332,7 @@ def main() -> int:
             naive = naive_rate(services)
             log(f"  {naive:,.0f} readings/s")
         log(f"ingest with {args.workers} worker(s), {args.duration:.0f} s at full load...")
-        running = workers(services, args.workers)
+        running = workers(services, args.workers, detection=args.detection == "on")
         try:
             rate, cpu, spread = sustained_rate(services, running, args.duration, args.offered)
             log(f"  {rate:,.0f} readings/s")
@@ -350,6 +356,7 @@ def main() -> int:
         "min_5s_readings_per_s": round(spread["min_5s"]),
         "offered_readings_per_s": round(args.offered),
         "workers": args.workers,
+        "detection": args.detection,
         "duration_s": args.duration,
         "readings_per_message": READINGS_PER_MESSAGE,
         "cpu_cores": {k: round(v, 2) for k, v in cpu.items()},
