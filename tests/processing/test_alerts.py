@@ -53,6 +53,18 @@ def rows(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
         return conn.execute(sql, args).fetchall()
 
 
+def new_stream(dsn: str, device: str, metric: str = "pm2_5") -> int:
+    """A stream of a registered device, created directly; its id."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO streams (device_id, sensor, metric, unit)"
+            " VALUES (%s, 'aq', %s, 'ug/m3') RETURNING stream_id",
+            (device, metric),
+        ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
 @contextmanager
 def listening(broker: BrokerAddress, topic: str) -> Iterator[list[dict[str, object]]]:
     received: list[dict[str, object]] = []
@@ -137,17 +149,12 @@ async def test_concurrent_openings_of_one_stream_and_kind_make_one_alert(
     database: Database, unique_site: str
 ) -> None:
     register(database.dsn, [("aq-0001", unique_site)])
-    with psycopg.connect(database.dsn) as conn:
-        stream = conn.execute(
-            "INSERT INTO streams (device_id, sensor, metric, unit)"
-            " VALUES ('aq-0001', 'aq', 'pm2_5', 'ug/m3') RETURNING stream_id"
-        ).fetchone()
-    assert stream is not None
+    stream = new_stream(database.dsn, "aq-0001")
     start = datetime.now(UTC)
 
     def detected(second: int) -> Opening:
         return Opening(
-            int(str(stream[0])), "aq-0001", unique_site, "spike", "warning", "x", 0.9, 1.0,
+            stream, "aq-0001", unique_site, "spike", "warning", "x", 0.9, 1.0,
             start + timedelta(seconds=second),
         )  # fmt: skip
 
@@ -173,13 +180,7 @@ async def test_replayed_transitions_change_nothing_already_recorded(
     checkpoint: an episode opened and resolved is not opened again, and the replayed end of an
     old episode does not resolve a newer one."""
     register(database.dsn, [("aq-0001", unique_site)])
-    with psycopg.connect(database.dsn) as conn:
-        row = conn.execute(
-            "INSERT INTO streams (device_id, sensor, metric, unit)"
-            " VALUES ('aq-0001', 'aq', 'pm2_5', 'ug/m3') RETURNING stream_id"
-        ).fetchone()
-    assert row is not None
-    stream = int(str(row[0]))
+    stream = new_stream(database.dsn, "aq-0001")
     t0 = datetime.now(UTC) - timedelta(hours=1)
 
     def at(minute: int) -> Opening:
@@ -207,22 +208,14 @@ async def test_the_district_rate_limit_defers_new_alerts(
     database: Database, unique_site: str
 ) -> None:
     register(database.dsn, [(f"aq-{i:04d}", unique_site) for i in range(5)])
-    with psycopg.connect(database.dsn) as conn:
-        ids = [
-            conn.execute(
-                "INSERT INTO streams (device_id, sensor, metric, unit)"
-                " VALUES (%s, 'aq', 'pm2_5', 'ug/m3') RETURNING stream_id",
-                (f"aq-{i:04d}",),
-            ).fetchone()
-            for i in range(5)
-        ]
+    ids = [new_stream(database.dsn, f"aq-{i:04d}") for i in range(5)]
     async with AsyncConnectionPool(database.dsn, open=False) as pool:
         store = AlertStore(pool, per_site_per_minute=3)
         outcomes = [
             (
                 await store.open(
                     Opening(
-                        int(str(row[0])),
+                        stream,
                         f"aq-{i:04d}",
                         unique_site,
                         "spike",
@@ -234,8 +227,7 @@ async def test_the_district_rate_limit_defers_new_alerts(
                     )
                 )
             )[0]
-            for i, row in enumerate(ids)
-            if row is not None
+            for i, stream in enumerate(ids)
         ]
     assert outcomes == ["opened"] * 3 + ["deferred"] * 2
 
@@ -349,18 +341,7 @@ async def test_a_transition_cut_off_by_a_database_failover_is_written_at_the_nex
 ) -> None:
     """The second of two openings fails as a failover would cut it: the next step writes it."""
     register(database.dsn, [("aq-0001", unique_site)])
-    with psycopg.connect(database.dsn) as conn:
-        ids = [
-            int(str(row[0]))
-            for metric in ("pm2_5", "pm10")
-            if (
-                row := conn.execute(
-                    "INSERT INTO streams (device_id, sensor, metric, unit)"
-                    " VALUES ('aq-0001', 'aq', %s, 'ug/m3') RETURNING stream_id",
-                    (metric,),
-                ).fetchone()
-            )
-        ]
+    ids = [new_stream(database.dsn, "aq-0001", metric) for metric in ("pm2_5", "pm10")]
     service = DetectionService()
     service.stage.describe(
         [StreamInfo(i, "aq-0001", "aq", m, "ug/m3", "air", unique_site)
