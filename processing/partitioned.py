@@ -153,6 +153,9 @@ class PartitionedDetection:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), options.tick_s)
         with suppress(Exception):
+            # Renewed first: a long pause (the kernels compiling, a busy machine) may have let
+            # the leases run short, and what is read here must still be checkpointed.
+            await self._turn(pool, ownership, store)
             await self._read(pool, until_empty=True)
             await self._step(pool, store)
             await self._checkpoint_all(pool, release=True)
