@@ -27,7 +27,9 @@ class ApiConfig:
             ``database_url``.
         host: Interface to listen on.
         port: Port to listen on (0: any free port).
-        public_url: How clients reach the API (for paging links); empty: from each request.
+        public_url: How clients reach the API, for its absolute links (paging, SensorThings);
+            empty: the address it listens on (set it behind a proxy). Never the request's
+            ``Host`` header.
         pool_size: Database connections kept open (an export holds one while it streams).
         log_level: Python logging level name.
     """

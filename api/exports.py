@@ -121,7 +121,7 @@ async def export(  # one parameter per documented filter
             stop = tuple(rows[0].values())
             selection = replace(selection, stop=(stop[0], stop[1]))
             next_cursor = paging.encode([stop[0].isoformat(), stop[1]])
-            url = paging.next_url(request, request.app.state.config.public_url, next_cursor)
+            url = paging.next_url(request, next_cursor)
             headers["Link"] = f'<{url}>; rel="next"'
             headers["X-Next-Cursor"] = next_cursor
     await db.audit(request, who.name, "export", json.dumps({

@@ -104,12 +104,27 @@ def decode_time_key(cursor: str) -> tuple[datetime, int]:
         raise _bad_cursor() from exc
 
 
-def next_url(request: Request, public_url: str, cursor: str) -> str:
+def link_base(request: Request) -> str:
+    """Where this API's absolute links start: ``public_url``, or the address it listens on.
+
+    Never the request's ``Host`` header, which the client writes: a link built from it sends
+    the next page's reader, and their token, to any host.
+    """
+    public: str = request.app.state.config.public_url
+    if public:
+        return public.rstrip("/")
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        raise RuntimeError("set public_url: the server's own address is unknown")
+    host, port = server
+    host = f"[{host}]" if ":" in host else host
+    return f"{request.url.scheme}://{host}:{port}"
+
+
+def next_url(request: Request, cursor: str) -> str:
     """The request's URL with ``cursor`` replaced."""
     url = request.url.include_query_params(cursor=cursor)
-    if public_url:
-        return public_url.rstrip("/") + url.path + ("?" + url.query if url.query else "")
-    return str(url)
+    return link_base(request) + url.path + ("?" + url.query if url.query else "")
 
 
 def page(
@@ -122,7 +137,7 @@ def page(
     return Page(
         items=list(items[:limit]),
         next_cursor=cursor,
-        next=next_url(request, request.app.state.config.public_url, cursor),
+        next=next_url(request, cursor),
     )
 
 

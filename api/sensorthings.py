@@ -46,8 +46,7 @@ _METRICS: Final = "SELECT DISTINCT s.metric FROM streams s"
 
 
 def _base(request: Request) -> str:
-    public = request.app.state.config.public_url
-    return (public.rstrip("/") if public else str(request.base_url).rstrip("/")) + PREFIX
+    return paging.link_base(request) + PREFIX
 
 
 def _next_link(request: Request, top: int, skip: int) -> str:

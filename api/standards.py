@@ -86,7 +86,7 @@ async def entities(
     )  # fmt: skip
     if len(rows) > limit:
         next_cursor = paging.encode([rows[limit]["device_id"]])
-        url = paging.next_url(request, request.app.state.config.public_url, next_cursor)
+        url = paging.next_url(request, next_cursor)
         response.headers["Link"] = f'<{url}>; rel="next"'
         rows = rows[:limit]
     if type == "Device":

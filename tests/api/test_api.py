@@ -119,6 +119,24 @@ def test_devices_filter_and_page_without_loss(city: City) -> None:
     assert walk(city, "/v1/devices", site=["north", "south"], family="waste")[0]["lat"] == 51.48
 
 
+def test_links_ignore_the_host_the_client_names(city: City) -> None:
+    """A forged Host header must not become the next page's address (where the client would
+    send its token): links start at the address the API listens on, or ``public_url``."""
+    forged = {**city.auth("planner"), "Host": "attacker.example"}
+    paths = {
+        "/v1/devices": ("next", {"limit": 1}),
+        "/v1/sensorthings/v1.1/Things": ("@iot.nextLink", {"$top": 1}),
+        "/v1/sensorthings/v1.1/Datastreams": ("@iot.nextLink", {"$top": 1}),
+    }
+    for path, (key, params) in paths.items():
+        response = httpx.get(city.url + path, params=params, headers=forged, timeout=60)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        link = body[key]
+        assert link.startswith(city.url + path), (path, link)
+        assert "attacker" not in response.text
+
+
 def test_a_device_with_its_sensors_and_health(city: City) -> None:
     body = get(city, "/v1/devices/aq-0001").json()
     assert body["status"] == {"software": "0.1.0"}
