@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from api import tokens
 from dashboard import accounts
@@ -130,6 +133,11 @@ def run(settings: DemoSettings) -> int:
         register_devices(
             dsn, [DeviceRecord(s.device, s.site, s.family, s.name, s.lat, s.lon) for s in specs]
         )
+        # Each service logs in on its own least-privilege role, as in production.
+        ingest_dsn, dashboard_dsn, api_dsn = (
+            _service_login(dsn, group)
+            for group in ("smartcity_ingest", "smartcity_dashboard", "smartcity_api")
+        )
         broker = start_broker(settings.broker, data / "mosquitto", _port(settings.mqtt_port))
         print(f"MQTT broker ({broker.kind}) on {broker.host}:{broker.port}", flush=True)
         web_port = _port(settings.dashboard_port)
@@ -140,12 +148,14 @@ def run(settings: DemoSettings) -> int:
                 ["-m", "ingest"],
                 {
                     **common,
-                    "CITY_INGEST_DATABASE_URL": dsn,
+                    "CITY_INGEST_DATABASE_URL": ingest_dsn,
                     "CITY_INGEST_BROKER_HOST": broker.host,
                     "CITY_INGEST_BROKER_PORT": str(broker.port),
                     "CITY_INGEST_MQTT_PROTOCOL": "5" if broker.kind == "mosquitto" else "3.1.1",
                     "CITY_INGEST_CLIENT_ID": "demo-ingest",
                     "CITY_INGEST_MIGRATE": "false",
+                    # Chosen like the other ports, so a second demo on the machine starts too.
+                    "CITY_INGEST_HEALTH_PORT": str(_port(9108)),
                 },
                 logs,
             )
@@ -156,7 +166,7 @@ def run(settings: DemoSettings) -> int:
                 ["-m", "dashboard"],
                 {
                     **common,
-                    "CITY_DASHBOARD_DATABASE_URL": dsn,
+                    "CITY_DASHBOARD_DATABASE_URL": dashboard_dsn,
                     "CITY_DASHBOARD_PORT": str(web_port),
                     "CITY_DASHBOARD_TITLE": "City telemetry (demo)",
                     # Loopback only: plain HTTP, and the one-time link printed below.
@@ -172,7 +182,7 @@ def run(settings: DemoSettings) -> int:
             Child(
                 "api",
                 ["-m", "api"],
-                {**common, "CITY_API_DATABASE_URL": dsn, "CITY_API_PORT": str(api_port)},
+                {**common, "CITY_API_DATABASE_URL": api_dsn, "CITY_API_PORT": str(api_port)},
                 logs,
             )
         )
@@ -210,6 +220,23 @@ def run(settings: DemoSettings) -> int:
             broker.stop()
         database.stop()
         print("demo stopped", flush=True)
+
+
+def _service_login(dsn: str, group: str) -> str:
+    """A login in ``group`` for one demo service; its connection string.
+
+    Made by the owner at ``dsn``, or given a new password when an earlier demo made it.
+    """
+    user = group.replace("smartcity_", "demo_")
+    password = secrets.token_urlsafe(16)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+        statement = (
+            "ALTER ROLE {} LOGIN PASSWORD {}" if exists else "CREATE ROLE {} LOGIN PASSWORD {}"
+        )
+        conn.execute(sql.SQL(statement).format(sql.Identifier(user), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
+    return make_conninfo(dsn, user=user, password=password)
 
 
 def _demo_districts(data: Path) -> Path:

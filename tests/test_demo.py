@@ -112,6 +112,24 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
         with chromium() as browser:
             browser.get(url)
             WebDriverWait(browser, 30).until(lambda b: len(b.execute_script(MAP_POINTS)) == DEVICES)
+        # Each service on its least-privilege role, none as the database's owner.
+        with psycopg.connect(dsn) as conn:
+            users = {
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = 'smartcity'"
+                ).fetchall()
+            }
+        assert {"demo_ingest", "demo_dashboard", "demo_api"} <= users, users
+        if broker == "builtin":
+            # A second demo on the same machine chooses its own ports, ingest's health port too.
+            other = start_demo(Path(tempfile.mkdtemp(prefix="smartcity-demo-")), broker)
+            try:
+                # Its first report comes 15 s in, once every service has stayed up that long.
+                read_line(other, r"devices reporting", 90)
+            finally:
+                output = stop_demo(other)
+            assert "exited with" not in output, output
     finally:
         if process.poll() is None:
             stop_demo(process)
