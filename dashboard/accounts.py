@@ -1,9 +1,13 @@
-"""Control-room accounts: Argon2id passwords, TOTP second factor, lockout, one-time links.
+"""Control-room accounts: passwords, a second factor, lockout, one-time links, sessions.
 
 Operators and admins must give a TOTP code as well as their password; technicians and
-planners may. After ``MAX_FAILURES`` failures in a row an account is locked for
-``LOCK_MINUTES``; a failure never says which part was wrong. Nothing here logs a password, a
-code or a secret.
+planners may. A code is accepted once: the time step of the last one used is kept, and a code
+of that step or an earlier one is refused (RFC 6238, section 5.2). After ``MAX_FAILURES``
+failures in a row an account is locked for ``LOCK_MINUTES``; a failure never says which part
+was wrong. Sessions live in ``control_sessions``: the browser holds a random token, the server
+its hash, so a session ends when the server says so (logout, a disabled account, a changed
+role, "sign out everywhere", the idle and absolute timeouts). Nothing here logs a password, a
+code, a secret or a session token.
 
 Examples:
     >>> needs_second_factor("operator"), needs_second_factor("planner")
@@ -13,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -75,9 +80,22 @@ def _verify(stored: str, password: str) -> bool:
         return False
 
 
-def _code_ok(secret: str | None, code: str) -> bool:
-    # One step either side, for phones whose clocks drift.
-    return bool(secret) and pyotp.TOTP(str(secret)).verify(code.strip(), valid_window=1)
+def _code_step(secret: str | None, code: str, now: datetime, after: int | None) -> int | None:
+    """The time step ``code`` belongs to, if it is valid now and newer than step ``after``.
+
+    One step either side of now, for phones whose clocks drift; every candidate is compared
+    (in constant time), so the answer takes as long whichever step matches.
+    """
+    if not secret:
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    given = code.strip()
+    found = None
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), given) and (after is None or step > after):
+            found = step
+    return found
 
 
 def login(conn: Connection, name: str, password: str, code: str, now: datetime) -> Outcome:
@@ -95,14 +113,14 @@ def login(conn: Connection, name: str, password: str, code: str, now: datetime) 
 
 def _login(conn: Connection, name: str, password: str, code: str, now: datetime) -> Outcome:
     row = conn.execute(
-        "SELECT user_id, role, password_hash, totp_secret, locked_until, disabled_at"
-        " FROM users WHERE name = %s FOR UPDATE",
+        "SELECT user_id, role, password_hash, totp_secret, locked_until, disabled_at,"
+        " totp_last_step FROM users WHERE name = %s FOR UPDATE",
         (name,),
     ).fetchone()
     if row is None:
         _verify(_DUMMY_HASH, password)
         return Outcome(None, "invalid")
-    user_id, role, stored, secret, locked_until, disabled_at = row
+    user_id, role, stored, secret, locked_until, disabled_at, last_step = row
     assert isinstance(locked_until, datetime | None)
     if disabled_at is not None:
         _verify(_DUMMY_HASH, password)
@@ -111,9 +129,11 @@ def _login(conn: Connection, name: str, password: str, code: str, now: datetime)
         _verify(_DUMMY_HASH, password)
         return Outcome(None, "locked")
     password_ok = _verify(str(stored), password)
-    factor_ok = not needs_second_factor(str(role)) or _code_ok(
-        None if secret is None else str(secret), code
-    )
+    step = None
+    if needs_second_factor(str(role)):
+        after = None if last_step is None else int(str(last_step))
+        step = _code_step(None if secret is None else str(secret), code, now, after)
+    factor_ok = step is not None or not needs_second_factor(str(role))
     if not (password_ok and factor_ok):
         conn.execute(
             "UPDATE users SET failed_logins = failed_logins + 1,"
@@ -123,9 +143,9 @@ def _login(conn: Connection, name: str, password: str, code: str, now: datetime)
         )
         return Outcome(None, "second-factor" if password_ok else "invalid")
     conn.execute(
-        "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = %s"
-        " WHERE user_id = %s",
-        (now, user_id),
+        "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = %s,"
+        " totp_last_step = coalesce(%s, totp_last_step) WHERE user_id = %s",
+        (now, step, user_id),
     )
     return Outcome(User(int(str(user_id)), name, role), "ok")  # type: ignore[arg-type]
 
@@ -174,7 +194,10 @@ def create(conn: Connection, name: str, role: str, password: str | None = None) 
 
 
 def set_role(conn: Connection, name: str, role: str) -> str | None:
-    """Change a user's role; returns a new TOTP secret when the new role needs one it lacks."""
+    """Change a user's role, ending their sessions.
+
+    Returns a new TOTP secret when the new role needs one it lacks.
+    """
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     row = conn.execute("SELECT totp_secret FROM users WHERE name = %s", (name,)).fetchone()
@@ -187,6 +210,7 @@ def set_role(conn: Connection, name: str, role: str) -> str | None:
         "UPDATE users SET role = %s, totp_secret = coalesce(%s, totp_secret) WHERE name = %s",
         (role, secret, name),
     )
+    sign_out_everywhere(conn, name, "role changed")
     return secret
 
 
@@ -199,6 +223,7 @@ def disable(conn: Connection, name: str, now: datetime) -> None:
         == 0
     ):
         raise AccountError(f"no enabled user named {name!r}")
+    sign_out_everywhere(conn, name, "account disabled")
 
 
 def unlock(conn: Connection, name: str) -> None:
@@ -233,3 +258,91 @@ def use_login_link(conn: Connection, token: str, now: datetime) -> User | None:
         (now, hashlib.sha256(token.encode()).digest(), now),
     ).fetchone()
     return None if row is None else current(conn, int(str(row[0])))
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long a session lasts: without a request (``idle``), and at most (``absolute``)."""
+
+    idle: timedelta
+    absolute: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An open session's user, and when it was last seen (to know when to note it again)."""
+
+    user: User
+    last_seen_at: datetime
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def open_session(conn: Connection, user: User, now: datetime) -> str:
+    """Start a session for ``user``; returns its token (for the cookie, nowhere else)."""
+    token = secrets.token_urlsafe(32)
+    conn.execute(
+        "INSERT INTO control_sessions (session_hash, user_id, role, started_at, last_seen_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (_digest(token), user.user_id, user.role, now, now),
+    )
+    # Sessions over a month past their end are of no use to anyone: forgotten at each login.
+    conn.execute(
+        "DELETE FROM control_sessions WHERE user_id = %s AND coalesce(ended_at, last_seen_at) < %s",
+        (user.user_id, now - timedelta(days=30)),
+    )
+    return token
+
+
+def session(conn: Connection, token: str, now: datetime, limits: Limits) -> Session | None:
+    """The open session ``token`` names, if it has not ended, timed out or lost its account."""
+    row = conn.execute(
+        "SELECT s.user_id, u.name, u.role, s.started_at, s.last_seen_at"
+        " FROM control_sessions s JOIN users u USING (user_id)"
+        " WHERE s.session_hash = %s AND s.ended_at IS NULL AND u.disabled_at IS NULL"
+        " AND u.role = s.role",
+        (_digest(token),),
+    ).fetchone()
+    if row is None:
+        return None
+    user_id, name, role, started_at, last_seen_at = row
+    assert isinstance(started_at, datetime)
+    assert isinstance(last_seen_at, datetime)
+    if now - started_at > limits.absolute or now - last_seen_at > limits.idle:
+        return None
+    return Session(User(int(str(user_id)), str(name), role), last_seen_at)  # type: ignore[arg-type]
+
+
+def seen(conn: Connection, token: str, now: datetime) -> None:
+    """Note that the session was used now (its idle time starts again)."""
+    conn.execute(
+        "UPDATE control_sessions SET last_seen_at = greatest(last_seen_at, %s)"
+        " WHERE session_hash = %s",
+        (now, _digest(token)),
+    )
+
+
+def close_session(conn: Connection, token: str, now: datetime, why: str) -> None:
+    """End one session (logout, or a timeout noticed)."""
+    conn.execute(
+        "UPDATE control_sessions SET ended_at = %s, ended_why = %s"
+        " WHERE session_hash = %s AND ended_at IS NULL",
+        (now, why, _digest(token)),
+    )
+
+
+def sign_out_everywhere(conn: Connection, name: str, why: str = "signed out everywhere") -> int:
+    """End every open session of ``name``; returns how many there were."""
+    row = conn.execute("SELECT user_id FROM users WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise AccountError(f"no user named {name!r}")
+    return conn.execute(
+        "UPDATE control_sessions SET ended_at = now(), ended_why = %s"
+        " WHERE user_id = %s AND ended_at IS NULL",
+        (why, row[0]),
+    ).rowcount

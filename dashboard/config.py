@@ -34,7 +34,8 @@ class DashboardConfig:
         secret_key: Signs the session cookies (set it from a secret file; without one, a
             random key is made and sessions end with the process).
         cookie_secure: Send cookies over HTTPS only (turn off only on loopback trials).
-        session_hours: A login lasts this long.
+        session_hours: A login lasts this long at most, however active.
+        session_idle_minutes: A session with no request for this long has ended.
         login_links: Accept one-time login links (the demo prints one; keep off in production).
         tile_url: A tile server's ``https://.../{z}/{x}/{y}.png`` to draw under the map (empty:
             none; the map works without, from the devices and ``districts_file``).
@@ -60,6 +61,7 @@ class DashboardConfig:
     secret_key: str = ""
     cookie_secure: bool = True
     session_hours: float = 12.0
+    session_idle_minutes: float = 60.0
     login_links: bool = False
     districts_file: str = ""
     tile_url: str = ""
@@ -73,6 +75,8 @@ class DashboardConfig:
     def __post_init__(self) -> None:
         if self.refresh_s < 1:
             raise ValueError("refresh_s must be at least 1 second")
+        if not self.session_hours > 0 or not self.session_idle_minutes > 0:
+            raise ValueError("session_hours and session_idle_minutes must be positive")
         if not 0 <= self.port < 65_536:
             raise ValueError("port must be within 0..65535 (0: any free port)")
         if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):

@@ -61,6 +61,7 @@ ADMIN_TARGET = "admin-target"
 ADMIN_NEW_ROLE = "admin-new-role"
 ADMIN_SET_ROLE = "admin-set-role"
 ADMIN_DISABLE = "admin-disable"
+ADMIN_SIGN_OUT = "admin-sign-out"
 ADMIN_CHANGE_RESULT = "admin-change-result"
 
 FLEET_CONFIG_DEVICE = "fleet-config-device"

@@ -4,8 +4,11 @@ Every request passes :func:`gate` before Dash sees it: static files are public; 
 else needs a logged-in, enabled user whose role may open the page or update the components a
 callback writes to (component ids are prefixed by page, see ``ids.py``). A POST also needs the
 session's CSRF token in ``X-CSRFToken``, which Dash's renderer sends from the ``_csrf_token``
-cookie (double submit; the cookies are ``SameSite=Strict`` as well). Logins, failures,
-lockouts and logouts go to the audit log.
+cookie (double submit; the cookies are ``SameSite=Strict`` as well). The signed session cookie
+carries only a random session token: whether the session is still open is asked of the database
+at every request, so logging out, disabling an account, changing its role, an admin's "sign out
+everywhere" and the idle and absolute timeouts end it on the server. Logins, failures, lockouts
+and logouts go to the audit log.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from html import escape
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
+import psycopg
 from flask import Flask, Response, g, redirect, request, session
 from psycopg_pool import ConnectionPool
 
@@ -49,24 +53,38 @@ PAGES: Final[dict[str, tuple[str, frozenset[str]]]] = {
 PREFIX_ROLES: Final = {prefix: roles for prefix, roles in PAGES.values()} | {"shell": ALL_ROLES}
 MAX_ADDRESS: Final = 2048  # characters of a page address or its query
 CSRF_COOKIE: Final = "_csrf_token"  # the name Dash's renderer reads
+SEEN_EVERY: Final = timedelta(minutes=1)  # a session's activity is written at most this often
 _PUBLIC: Final = ("/assets/", "/_dash-component-suites/", "/_favicon.ico", "/login")
 
 
+def page_at(path: str) -> str | None:
+    """The page Dash's router renders at ``path``; None where it renders its 404.
+
+    It compares paths without their slashes: ``//admin`` and ``/admin/`` are the Admin page.
+    """
+    key = path.strip("/")
+    return next((page for page in PAGES if page.strip("/") == key), None)
+
+
 def may_open(role: str, path: str) -> bool:
-    """Whether ``role`` may open the page at ``path`` (unknown paths: any logged-in user)."""
-    entry = PAGES.get(path.rstrip("/") or "/")
-    return entry is None or role in entry[1]
+    """Whether ``role`` may open the page at ``path``.
+
+    At an unknown path any logged-in user gets the shell, whose router then refuses it.
+    """
+    page = page_at(path)
+    return page is None or role in PAGES[page][1]
 
 
 def may_update(role: str, component_ids: list[str], pathname: str | None) -> bool:
     """Whether ``role`` may run a callback writing to ``component_ids`` (unknown: refused).
 
-    Dash's own page routing (``_pages_*``) renders the page at ``pathname``: allowed when the
-    role may open that page.
+    Dash's own page routing (``_pages_*``) renders the page at ``pathname``: allowed when that
+    is a page the role may open.
     """
     for component in component_ids:
         if component.startswith("_pages_"):
-            if pathname is None or not may_open(role, pathname):
+            page = None if pathname is None else page_at(pathname)
+            if page is None or role not in PAGES[page][1]:
                 return False
             continue
         roles = PREFIX_ROLES.get(component.split("-", 1)[0])
@@ -118,26 +136,35 @@ def _location(body: dict[str, Any], prop: str) -> dict[str, Any] | None:
     return None
 
 
-def _pathname(body: dict[str, Any]) -> str | None:
-    """The page a Dash routing callback is asked to render."""
-    item = _location(body, "pathname")
-    if item is None:
+def _router_address(body: dict[str, Any]) -> tuple[object, object]:
+    """The pathname and search Dash's router callback is given.
+
+    Its first two inputs, by position, whatever ids and properties they claim: that is how
+    Dash passes them.
+    """
+    inputs = body.get("inputs")
+    values = [i.get("value") if isinstance(i, dict) else None for i in inputs or []][:2]
+    values += [None] * (2 - len(values))
+    return values[0], values[1]
+
+
+def _outputs(body: dict[str, Any]) -> list[str] | None:
+    """The component ids a ``/_dash-update-component`` request writes to, as Dash decides them.
+
+    Dash picks the callback by the ``output`` string (``id.prop``, or ``..a.x...b.y..`` for
+    several) and checks ``outputs`` against it only later: the ids are read from ``output``, and
+    a request whose ``outputs`` name other components is refused (None).
+    """
+    output = body.get("output")
+    if not isinstance(output, str):
         return None
-    value = item.get("value")
-    return value if isinstance(value, str) else "/"
-
-
-def _outputs(body: dict[str, Any]) -> list[str]:
-    """The component ids a ``/_dash-update-component`` request writes to."""
-    outputs = body.get("outputs")
-    items = outputs if isinstance(outputs, list) else [outputs]
-    ids = []
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            ids.append(item["id"])
-        elif isinstance(item, dict) and isinstance(item.get("id"), dict):
-            ids.append(json.dumps(item["id"]))  # pattern-matching ids: not ours, refused
-    return ids
+    named = [part.rsplit(".", 1)[0] for part in output.strip(".").split("...") if part]
+    listed = body.get("outputs")
+    items = listed if isinstance(listed, list) else [listed]
+    ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+    if [i if isinstance(i, str) else json.dumps(i) for i in ids] != named:
+        return None  # pattern-matching ids (dicts) are not ours either
+    return named
 
 
 def install(
@@ -153,6 +180,10 @@ def install(
     over. A standby trails by well under a second: a disabled user is out once that has replayed.
     """
     readers = read_pool or pool
+    limits = accounts.Limits(
+        idle=timedelta(minutes=config.session_idle_minutes),
+        absolute=timedelta(hours=config.session_hours),
+    )
     app.secret_key = config.secret_key or secrets.token_urlsafe(32)
     if not config.secret_key:
         log.warning("no secret_key set: sessions end when the dashboard restarts")
@@ -188,7 +219,7 @@ def install(
         path = request.path
         if path.startswith(_PUBLIC):
             return None
-        user = _session_user(readers)
+        user = _session_user(readers, pool, limits)
         if user is None:
             if path.startswith("/_dash-"):
                 return _json({"detail": "log in first"}, 401)
@@ -215,7 +246,8 @@ def install(
             # exists (only an existing account can be locked), is not told.
             return _login_form(config.title, LOGIN_REFUSED, request.form.get("next", "/"), 401)
         audit(outcome.user.name, "login", role=outcome.user.role, ip=request.remote_addr)
-        return _start_session(outcome.user, _safe_next(request.form.get("next", "/")), config)
+        target = _safe_next(request.form.get("next", "/"))
+        return _start_session(pool, outcome.user, target, config)
 
     @app.route("/login/link/<token>")
     def login_link(token: str) -> Response:
@@ -226,11 +258,15 @@ def install(
         if user is None:
             return _page("Link used or expired", "<p><a href='/login'>Log in</a></p>", 401)
         audit(user.name, "login", role=user.role, via="link", ip=request.remote_addr)
-        return _start_session(user, "/", config)
+        return _start_session(pool, user, "/", config)
 
     @app.route("/logout", methods=["POST"])
     def logout() -> Response:
         audit(g.user.name, "logout")
+        token = session.get("sid")
+        if isinstance(token, str):
+            with pool.connection() as conn:
+                accounts.close_session(conn, token, datetime.now(UTC), "logged out")
         session.clear()
         response: Response = redirect("/login")  # type: ignore[assignment]
         response.delete_cookie(CSRF_COOKIE)
@@ -242,22 +278,37 @@ def _refusal(user: User, path: str) -> Response | None:
     if request.method not in ("GET", "HEAD") and not _csrf_ok():
         return _json({"detail": "missing or wrong CSRF token; reload the page"}, 403)
     if path == "/_dash-update-component":
-        body = request.get_json(silent=True) or {}
-        wrong = address_problem(
-            (_location(body, "pathname") or {}).get("value"),
-            (_location(body, "search") or {}).get("value"),
-        )
-        if wrong is not None:
-            return _json({"detail": wrong}, 400)
-        if not may_update(user.role, _outputs(body), _pathname(body)):
-            return _json({"detail": f"role {user.role!r} may not do that"}, 403)
-    elif not path.startswith("/_dash-") and not may_open(user.role, path):
+        return _callback_refusal(user, request.get_json(silent=True) or {})
+    if not path.startswith("/_dash-") and not may_open(user.role, path):
         return _page(
             "Not for your role",
             f"<p>The {escape(user.role)} role cannot open"
             " this page.</p><p><a href='/'>Back to the overview</a></p>",
             403,
         )
+    return None
+
+
+def _callback_refusal(user: User, body: object) -> Response | None:
+    """Why ``user`` may not run this callback, read as Dash will read it, if they may not."""
+    if not isinstance(body, dict):
+        return _json({"detail": "a callback request is a JSON object"}, 400)
+    outputs = _outputs(body)
+    if outputs is None:
+        return _json({"detail": "the callback's outputs do not match its output"}, 400)
+    routing = any(o.startswith("_pages_") for o in outputs)
+    if routing:
+        pathname, search = _router_address(body)
+    else:
+        pathname = (_location(body, "pathname") or {}).get("value")
+        search = (_location(body, "search") or {}).get("value")
+    wrong = address_problem(pathname, search)
+    if wrong is not None:
+        return _json({"detail": wrong}, 400)
+    if routing and isinstance(pathname, str) and page_at(pathname) is None:
+        return _json({"detail": "there is no page at this address"}, 404)
+    if not may_update(user.role, outputs, pathname if isinstance(pathname, str) else None):
+        return _json({"detail": f"role {user.role!r} may not do that"}, 403)
     return None
 
 
@@ -281,16 +332,25 @@ def audit_action(action: str, **detail: object) -> None:
     record(current_user().name, action, **detail)
 
 
-def _session_user(pool: ConnectionPool) -> User | None:
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+def _session_user(
+    readers: ConnectionPool, writers: ConnectionPool, limits: accounts.Limits
+) -> User | None:
+    token = session.get("sid")
+    if not isinstance(token, str):
         return None
-    with pool.connection() as conn:
-        user = accounts.current(conn, user_id)  # a disabled user is out at once
-    if user is None or user.role != session.get("role"):
-        session.clear()  # the role changed: log in again to get the new one
+    now = datetime.now(UTC)
+    with readers.connection() as conn:
+        found = accounts.session(conn, token, now, limits)
+    if found is None:
+        session.clear()  # ended, timed out, or its account disabled or given another role
         return None
-    return user
+    if now - found.last_seen_at > SEEN_EVERY:
+        try:
+            with writers.connection() as conn:
+                accounts.seen(conn, token, now)
+        except psycopg.Error as exc:  # the primary is failing over: noted at a later request
+            log.info("session activity not noted: %s", exc)
+    return found.user
 
 
 def _csrf_ok() -> bool:
@@ -306,11 +366,14 @@ def _form_csrf_ok() -> bool:
     return bool(cookie) and hmac.compare_digest(cookie, given)
 
 
-def _start_session(user: User, target: str, config: DashboardConfig) -> Response:
-    session.clear()  # a fresh session id: nothing from before the login carries over
+def _start_session(
+    pool: ConnectionPool, user: User, target: str, config: DashboardConfig
+) -> Response:
+    with pool.connection() as conn:
+        sid = accounts.open_session(conn, user, datetime.now(UTC))
+    session.clear()  # a fresh session: nothing from before the login carries over
     session.permanent = True
-    session["user_id"] = user.user_id
-    session["role"] = user.role
+    session["sid"] = sid
     session["csrf"] = token = secrets.token_urlsafe(32)
     response: Response = redirect(target)  # type: ignore[assignment]
     _set_csrf_cookie(response, token, config)

@@ -27,7 +27,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     disable.add_argument("name")
     unlock = actions.add_parser("unlock", help="lift a lockout after too many failed logins")
     unlock.add_argument("name")
-    for action in (add, listing, role, disable, unlock):
+    sign_out = actions.add_parser("sign-out", help="end every session of an account at once")
+    sign_out.add_argument("name")
+    for action in (add, listing, role, disable, unlock, sign_out):
         action.add_argument("--config", help="ingest TOML configuration (for database_url)")
     users.set_defaults(func=run)
 
@@ -62,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
             elif args.action == "disable":
                 accounts.disable(conn, args.name, datetime.now(UTC))
                 print(f"disabled {args.name}")
+                detail = {"user": args.name}
+            elif args.action == "sign-out":
+                ended = accounts.sign_out_everywhere(conn, args.name)
+                print(f"ended {ended} session(s) of {args.name}")
                 detail = {"user": args.name}
             else:
                 accounts.unlock(conn, args.name)

@@ -46,6 +46,7 @@ def layout(**_: object) -> html.Div:
             html.Div(className="actions", children=[
                 html.Button("Change role", id=ids.ADMIN_SET_ROLE),
                 html.Button("Disable account", id=ids.ADMIN_DISABLE),
+                html.Button("Sign out everywhere", id=ids.ADMIN_SIGN_OUT),
             ]),
             html.Div(id=ids.ADMIN_CHANGE_RESULT, **attrs(role="status", aria_live="polite")),
         ]),
@@ -99,13 +100,16 @@ def register(app: Dash) -> None:
         Output(ids.ADMIN_CHANGED, "data", allow_duplicate=True),
         Input(ids.ADMIN_SET_ROLE, "n_clicks"),
         Input(ids.ADMIN_DISABLE, "n_clicks"),
+        Input(ids.ADMIN_SIGN_OUT, "n_clicks"),
         State(ids.ADMIN_TARGET, "value"),
         State(ids.ADMIN_NEW_ROLE, "value"),
         State(ids.ADMIN_CHANGED, "data"),
         prevent_initial_call=True,
     )
-    def change(_: int, __: int, name: str | None, role: str, changed: int) -> tuple[Any, int]:
-        """Change a role (a new TOTP secret is shown when the role needs one) or disable."""
+    def change(
+        _: int, __: int, ___: int, name: str | None, role: str, changed: int
+    ) -> tuple[Any, int]:
+        """Change a role (showing a new TOTP secret when it needs one), disable, or sign out."""
         target = (name or "").strip()
         if target == security.current_user().name:
             return html.P(
@@ -117,6 +121,10 @@ def register(app: Dash) -> None:
                     accounts.disable(conn, target, datetime.now(UTC))
                     security.audit_action("user-disable", user=target)
                     return html.P(f"{target} disabled: out at their next click."), changed + 1
+                if ctx.triggered_id == ids.ADMIN_SIGN_OUT:
+                    ended = accounts.sign_out_everywhere(conn, target)
+                    security.audit_action("user-sign-out", user=target, sessions=ended)
+                    return html.P(f"{target}: {ended} session(s) ended."), changed
                 secret = accounts.set_role(conn, target, role)
         except accounts.AccountError as exc:
             return html.P(str(exc), className="error"), changed

@@ -44,7 +44,8 @@ BEGIN
         -- dashboard never reads a password, only its hash.
         GRANT SELECT, INSERT ON users TO smartcity_dashboard;
         GRANT UPDATE (role, password_hash, totp_secret, failed_logins, locked_until,
-                      disabled_at, last_login_at) ON users TO smartcity_dashboard;
+                      disabled_at, last_login_at, totp_last_step) ON users TO smartcity_dashboard;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON control_sessions TO smartcity_dashboard;
         GRANT SELECT, UPDATE (used_at) ON login_links TO smartcity_dashboard;
         GRANT SELECT ON audit_log, api_tokens TO smartcity_dashboard;
         GRANT SELECT ON detector_state TO smartcity_dashboard;  -- the bins' time-to-full

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,10 +32,25 @@ class Served:
     dsn: str
     totp: dict[str, str] = field(default_factory=dict)  # name: secret
     clients: list[httpx.Client] = field(default_factory=list)  # closed with the server
+    used_steps: dict[str, int] = field(default_factory=dict)  # name: last TOTP step handed out
 
     def code(self, name: str) -> str:
-        """The current TOTP code of ``name`` (as their phone would show it)."""
-        return pyotp.TOTP(self.totp[name]).now()
+        """A TOTP code of ``name`` the server has not seen yet, as their phone would show it.
+
+        A code is accepted once: a second login within the same 30 s takes the next step's
+        code (accepted for clocks that run ahead), a third waits for the step to pass.
+        """
+        totp = pyotp.TOTP(self.totp[name])
+        deadline = time.monotonic() + 2 * totp.interval
+        while True:
+            now = datetime.now(UTC)
+            current = totp.timecode(now)
+            step = max(current, self.used_steps.get(name, current - 1) + 1)
+            if step <= current + 1:
+                self.used_steps[name] = step
+                return totp.generate_otp(step)
+            assert time.monotonic() < deadline, "the TOTP step did not advance"
+            time.sleep(0.2)  # a clock's step, not a state of the server: nothing to poll
 
     def client(self, name: str | None = None) -> httpx.Client:
         """An HTTP client, logged in as ``name`` (the role's name) unless None."""
