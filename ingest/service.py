@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from edge.backoff import Backoff
 from ingest import retention, rollups
+from ingest.alert_publisher import AlertPublisher, BrokerAccount
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
 from ingest.health import HealthServer
@@ -31,7 +32,6 @@ from processing.config import DetectionSettings
 from processing.feed import PartitionMap
 from processing.hook import BatchHook, no_detection
 from processing.partitioned import PartitionedDetection
-from processing.publish import AlertPublisher, BrokerAccount
 from processing.service import DetectionOptions, DetectionService
 from processing.stage import DetectionStage
 

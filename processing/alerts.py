@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
@@ -31,6 +31,21 @@ State = Literal["open", "acknowledged", "resolved"]
 DETECTOR = "detector"
 _LOCK_CLASS = 0x5C17_0A1E  # advisory lock namespace: "alerts per district"
 _SEVERITY_RANK = "CASE {} WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END"
+
+
+class Outbox(Protocol):
+    """What sends recorded alert changes on: ingest's MQTT publisher (``ingest.alert_publisher``).
+
+    Detection only records changes in ``alert_events``; how they leave is the caller's business.
+    """
+
+    async def publish_pending(self, pool: Pool) -> int:
+        """Send some of what is unsent; returns how many went (0: nothing left)."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of the connection."""
+        ...
 
 
 class AlertError(Exception):

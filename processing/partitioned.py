@@ -28,11 +28,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from processing.alerts import AlertStore, Pool
+from processing.alerts import AlertStore, Outbox, Pool
 from processing.feed import decode, in_time_order, partition_of
 from processing.hook import ReadingColumns
 from processing.owners import Fence, Lease, Ownership, Turn
-from processing.publish import AlertPublisher
 from processing.service import DetectionOptions, DetectionService, PartitionLostError
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ class PartitionedDetection:
         make_service: Callable[[], DetectionService],
         *,
         options: DetectionOptions | None = None,
-        publisher: AlertPublisher | None = None,
+        publisher: Outbox | None = None,
         worker: str | None = None,
         lease_s: float = 10.0,
         settle_s: float = 1.0,

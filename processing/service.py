@@ -18,15 +18,13 @@ from typing import Literal
 
 import numpy as np
 
-from ingest.mqtt import MqttError
-from processing.alerts import AlertStore, Opening, Pool
+from processing.alerts import AlertStore, Opening, Outbox, Pool
 from processing.clock import ReadingsClock
 from processing.explain import DEFAULT_ZONE, explain
 from processing.feed import partition_of
 from processing.hook import BatchHook, ReadingColumns
 from processing.kinds import Kind, severity
 from processing.owners import Fence
-from processing.publish import AlertPublisher
 from processing.stage import DetectionStage, Event
 from processing.streams import StreamInfo
 
@@ -76,7 +74,7 @@ class DetectionService:
         stage: DetectionStage | None = None,
         *,
         options: DetectionOptions | None = None,
-        publisher: AlertPublisher | None = None,
+        publisher: Outbox | None = None,
     ) -> None:
         self.stage = stage or DetectionStage()
         self.options = options or DetectionOptions()
@@ -213,7 +211,7 @@ class DetectionService:
             try:
                 while await self.publisher.publish_pending(pool) > 0:
                     pass
-            except MqttError as exc:
+            except Exception as exc:  # the broker is away: the outbox keeps them
                 log.warning("alerts not published yet: %s", exc)
 
     async def _apply(self, store: AlertStore, event: Event) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.alert_publisher import AlertPublisher, BrokerAccount
 from ingest.mqtt import Message, MqttClient, MqttError, MqttProtocolError
-from processing.publish import AlertPublisher, BrokerAccount
 from tests.ingest.mqtt.cases import CASES, Case, cases_for
 from tests.ingest.mqtt.scripted import (
     CONNECT,

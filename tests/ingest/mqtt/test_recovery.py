@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.alert_publisher import AlertPublisher, BrokerAccount
 from ingest.mqtt import MqttError
 from ingest.service import IngestService, open_pool
 from processing.alerts import AlertStore, Opening
-from processing.publish import AlertPublisher, BrokerAccount
 from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
 from tests.ingest.mqtt.proxy import Cut, CuttingProxy
