@@ -26,13 +26,16 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from processing.alerts import AlertStore, Outbox, Pool
 from processing.feed import decode, in_time_order, partition_of
 from processing.hook import ReadingColumns
 from processing.owners import Fence, Lease, Ownership, Turn
 from processing.service import DetectionOptions, DetectionService, PartitionLostError
+from processing.streams import StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,20 @@ _PRUNE = (
     "DELETE FROM detection_feed f USING detection_partitions p"
     " WHERE f.partition = p.partition AND f.xid <= p.read_to"
 )
+
+
+def _warm_up(service: DetectionService) -> None:
+    """Run every kernel once on throwaway neighbours, so none compiles later on the loop."""
+    stage = service.stage
+    stage.describe(
+        StreamInfo(i, f"warm-up-{i}", "aq", "pm2_5", "ug/m3", "air", "warm-up") for i in range(3)
+    )
+    now = datetime.now(UTC)
+    minutes = np.repeat(np.arange(8, 0, -1, dtype=np.int64), 3)
+    ts = int(now.timestamp() * 1e6) - minutes * 60_000_000
+    ids = np.tile(np.arange(3, dtype=np.int32), 8)
+    stage.process(ReadingColumns(ids, ts, 10.0 + np.arange(24.0) % 5))
+    stage.sweep(now, since=now - timedelta(hours=1))
 
 
 def worker_name() -> str:
@@ -126,8 +143,32 @@ class PartitionedDetection:
         """Until ``stopping`` (ingest has drained): own, read, judge, alert, checkpoint.
 
         On the way out everything read is judged and written, every partition checkpointed and
-        released, and this worker leaves, so the others take over its share at once.
+        released, and this worker leaves, so the others take over its share at once. The outbox
+        is published all along by a task of its own: it holds operators' actions too, and owes
+        nothing to the partitions.
         """
+        publishing = asyncio.create_task(self._publishing(pool, stopping), name="alert-outbox")
+        try:
+            await self._detect(pool, stopping)
+        finally:
+            publishing.cancel()
+            with suppress(asyncio.CancelledError):
+                await publishing
+            if self.publisher is not None:
+                await self._publish(pool)  # the last transitions written on the way out
+                await self.publisher.close()
+
+    async def _detect(self, pool: Pool, stopping: asyncio.Event) -> None:
+        # Compiled (or loaded from numba's cache) on a thread before any lease is taken: a
+        # first compile takes tens of seconds, longer than a lease, and would block the loop.
+        # A stop meanwhile does not wait for it: nothing is owned yet, the feed keeps it all.
+        warming = asyncio.ensure_future(asyncio.to_thread(_warm_up, self._make_service()))
+        stopped = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({warming, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not warming.done():
+            return
+        warming.result()
         ownership = Ownership(pool, self.worker, lease_s=self.lease_s)
         store = AlertStore(pool, per_site_per_minute=self.options.per_site_per_minute)
         options = self.options
@@ -159,8 +200,21 @@ class PartitionedDetection:
             await self._step(pool, store)
             await self._checkpoint_all(pool, release=True)
             await ownership.leave()
-        if self.publisher is not None:
-            await self.publisher.close()
+
+    async def _publishing(self, pool: Pool, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self._publish(pool)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.options.tick_s)
+
+    async def _publish(self, pool: Pool) -> None:
+        if self.publisher is None:
+            return
+        try:
+            while await self.publisher.publish_pending(pool) > 0:
+                pass
+        except Exception as exc:  # the broker or the database is away: the outbox keeps them
+            log.warning("alerts not published yet: %s", exc)
 
     async def _turn(self, pool: Pool, ownership: Ownership, store: AlertStore) -> None:
         turn: Turn = await ownership.turn({p: o.lease.epoch for p, o in self.owned.items()})
@@ -249,12 +303,6 @@ class PartitionedDetection:
             return
         for owned in list(self.owned.values()):
             await owned.service.step(pool, store)
-        if self.publisher is not None:
-            try:
-                while await self.publisher.publish_pending(pool) > 0:
-                    pass
-            except Exception as exc:  # the broker is away: the outbox keeps them
-                log.warning("alerts not published yet: %s", exc)
 
     async def _checkpoint_all(self, pool: Pool, *, release: bool) -> None:
         for partition, owned in list(self.owned.items()):
