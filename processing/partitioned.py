@@ -34,7 +34,12 @@ from processing.alerts import AlertStore, Outbox, Pool
 from processing.feed import decode, in_time_order, partition_of
 from processing.hook import ReadingColumns
 from processing.owners import Fence, Lease, Ownership, Turn
-from processing.service import DetectionOptions, DetectionService, PartitionLostError
+from processing.service import (
+    DetectionOptions,
+    DetectionService,
+    PartitionLostError,
+    describe_streams,
+)
 from processing.streams import StreamInfo
 
 log = logging.getLogger(__name__)
@@ -223,16 +228,25 @@ class PartitionedDetection:
         for partition in turn.lost:
             log.warning("detection partition %d was taken over by another worker", partition)
             self.owned.pop(partition, None)
+        # One read of the registry for every partition taken on, split by site.
+        by_partition: dict[int, list[StreamInfo]] = {}
+        if turn.gained:
+            for info in await describe_streams(pool):
+                by_partition.setdefault(partition_of(info.site), []).append(info)
         for lease in turn.gained:
             service = self._make_service()
-            await service.prepare(pool, lease.partition)
+            infos = by_partition.get(lease.partition, [])
+            restored = await service.prepare(pool, infos)
             self.owned[lease.partition] = _Owned(lease, service, lease.read_to)
             self.taken_on += 1
             log.info(
-                "detection partition %d taken on (epoch %d) among %d live workers",
+                "detection partition %d taken on (epoch %d) among %d live workers:"
+                " %d streams, %d restored",
                 lease.partition,
                 lease.epoch,
                 len(turn.live),
+                len(infos),
+                restored,
             )
         for partition in turn.hand_over:
             owned = self.owned.get(partition)

@@ -1,27 +1,24 @@
-"""Detection inside an ingest worker: an inline hook, and a task turning transitions into alerts.
+"""Detection of one feed partition: a hook taking its readings, steps writing its alerts.
 
-:class:`DetectionService` owns a :class:`~processing.stage.DetectionStage`. Ingest calls the stage
-with every committed batch; :meth:`DetectionService.run` then, about once a second, learns what new
-streams are, runs the time-driven checks, writes alert openings and resolutions (holding back what
-the district rate limit defers), publishes the outbox, and checkpoints changed state.
+:class:`DetectionService` owns a :class:`~processing.stage.DetectionStage`. Its partition's owner
+(:mod:`processing.partitioned`) feeds it the partition's committed readings, and about once a
+second calls :meth:`DetectionService.step`, which learns what new streams are and writes alert
+openings and resolutions (holding back what the district rate limit defers), and now and then
+:meth:`DetectionService.checkpoint`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
 import numpy as np
 
-from processing.alerts import AlertStore, Opening, Outbox, Pool
+from processing.alerts import AlertStore, Opening, Pool
 from processing.clock import ReadingsClock
 from processing.explain import DEFAULT_ZONE, explain
-from processing.feed import partition_of
 from processing.hook import BatchHook, ReadingColumns
 from processing.kinds import Kind, severity
 from processing.owners import Fence
@@ -61,24 +58,18 @@ class DetectionOptions:
 
 
 class DetectionService:
-    """Anomaly detection and alerting for one ingest worker.
+    """Anomaly detection and alerting for the streams of one feed partition.
 
     Args:
         stage: The detectors.
         options: Periods and limits.
-        publisher: Sends alert changes on MQTT; None keeps them in the database only.
     """
 
     def __init__(
-        self,
-        stage: DetectionStage | None = None,
-        *,
-        options: DetectionOptions | None = None,
-        publisher: Outbox | None = None,
+        self, stage: DetectionStage | None = None, *, options: DetectionOptions | None = None
     ) -> None:
         self.stage = stage or DetectionStage()
         self.options = options or DetectionOptions()
-        self.publisher = publisher
         self.started = datetime.now(UTC)
         self._detect: BatchHook = self.stage
         if self.options.clock == "readings":
@@ -93,7 +84,6 @@ class DetectionService:
         # Transitions drained from the stage but not yet written (a database failover cut the
         # step short): first in line at the next step, so none is lost.
         self._unwritten: list[Event] = []
-        self._partition: int | None = None
         self.opened = 0
         self.resolved = 0
         self.deferred = 0
@@ -122,25 +112,18 @@ class DetectionService:
         for batch in waiting:
             self._detect(batch)
 
-    async def prepare(self, pool: Pool, partition: int | None = None) -> int:
-        """Learn the registered streams and restore their checkpointed state; call before use.
+    async def prepare(self, pool: Pool, infos: list[StreamInfo]) -> int:
+        """Learn these streams and restore their checkpointed state; call before use.
 
         Args:
             pool: The telemetry database.
-            partition: Only the streams of the sites in this feed partition; None for all.
+            infos: The partition's streams (:func:`describe_streams`).
 
         Returns the number of streams whose state was restored.
         """
-        self._partition = partition
-        await self._describe(pool, None)
-        restored = await self._restore(pool, list(self.stage.infos))
+        self._learn(infos)
+        restored = await self._restore(pool, [i.stream_id for i in infos])
         self.started = datetime.now(UTC)
-        log.info(
-            "detection ready%s: %d streams described, %d restored",
-            "" if partition is None else f" for partition {partition}",
-            len(self.stage.infos),
-            restored,
-        )
         return restored
 
     async def _restore(self, pool: Pool, stream_ids: list[int]) -> int:
@@ -157,40 +140,14 @@ class DetectionService:
         self.stage.mark_dirty([stream_id for stream_id, _ in saved], dirty=False)  # saved
         return restored
 
-    async def run(self, pool: Pool, stopping: asyncio.Event) -> None:
-        """Until ``stopping``: alerts from transitions, sweeps, publication, checkpoints."""
-        store = AlertStore(pool, per_site_per_minute=self.options.per_site_per_minute)
-        options = self.options
-        next_sweep = time.monotonic() + options.sweep_every_s
-        next_checkpoint = time.monotonic() + options.checkpoint_every_s
-        while not stopping.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), options.tick_s)
-            try:
-                now = time.monotonic()
-                if now >= next_sweep and options.clock == "wall":
-                    next_sweep = now + options.sweep_every_s
-                    self.stage.sweep(datetime.now(UTC), since=self.started)
-                await self.step(pool, store)
-                if now >= next_checkpoint:
-                    next_checkpoint = now + options.checkpoint_every_s
-                    await self.checkpoint(pool)
-            except Exception:  # the database or broker is away; ingest reports that itself
-                log.exception("detection could not write alerts; retrying")
-        with suppress(Exception):
-            await self.step(pool, store)
-            await self.checkpoint(pool)
-        if self.publisher is not None:
-            await self.publisher.close()
-
     async def step(self, pool: Pool, store: AlertStore) -> None:
-        """Write the stage's transitions as alerts, retry deferred ones, publish the outbox."""
+        """Write the stage's transitions as alerts, and retry deferred ones."""
         seen = set(self.stage.stream_ids())
         for batch in self._waiting:
             seen.update(np.unique(batch.stream_ids).tolist())
         unknown = sorted(s for s in seen if s not in self.stage.infos)
         if unknown:
-            await self._describe(pool, unknown)
+            self._learn(await describe_streams(pool, unknown))
             # A stream whose device moved here from a site of another partition keeps its memory.
             await self._restore(pool, unknown)
         self._release()
@@ -207,12 +164,6 @@ class DetectionService:
                 # Writing it again is safe: one unresolved alert per stream and kind.
                 self._unwritten = events[done:]
                 raise
-        if self.publisher is not None:
-            try:
-                while await self.publisher.publish_pending(pool) > 0:
-                    pass
-            except Exception as exc:  # the broker is away: the outbox keeps them
-                log.warning("alerts not published yet: %s", exc)
 
     async def _apply(self, store: AlertStore, event: Event) -> None:
         info = self.stage.infos.get(event.stream_id)
@@ -272,23 +223,8 @@ class DetectionService:
             raise
         return len(rows)
 
-    async def _describe(self, pool: Pool, stream_ids: list[int] | None) -> None:
-        async with pool.connection() as conn:
-            if stream_ids is None:
-                cursor = await conn.execute(_DESCRIBE)
-            else:
-                cursor = await conn.execute(
-                    _DESCRIBE + " WHERE s.stream_id = ANY(%s)", (stream_ids,)
-                )
-            rows = await cursor.fetchall()
-        infos = [
-            StreamInfo(
-                int(str(r[0])), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6])
-            )
-            for r in rows
-        ]
-        if self._partition is not None and stream_ids is None:
-            infos = [i for i in infos if partition_of(i.site) == self._partition]
+    def _learn(self, infos: list[StreamInfo]) -> None:
+        """Describe ``infos`` to the stage; their waiting readings can then be judged."""
         self.stage.describe(infos)
         if infos:
             top = max(i.stream_id for i in infos)
@@ -297,6 +233,20 @@ class DetectionService:
                 grown[: self._described.size] = self._described
                 self._described = grown
             self._described[[i.stream_id for i in infos]] = True
+
+
+async def describe_streams(pool: Pool, stream_ids: list[int] | None = None) -> list[StreamInfo]:
+    """What the given streams are (metric, device, family, site); None: every registered one."""
+    async with pool.connection() as conn:
+        if stream_ids is None:
+            cursor = await conn.execute(_DESCRIBE)
+        else:
+            cursor = await conn.execute(_DESCRIBE + " WHERE s.stream_id = ANY(%s)", (stream_ids,))
+        rows = await cursor.fetchall()
+    return [
+        StreamInfo(int(str(r[0])), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
+        for r in rows
+    ]
 
 
 class PartitionLostError(Exception):
