@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from edge.errors import ConfigError
-from edge.settings import load_settings, read_toml
+from edge.settings import load_section
 
 ENV_PREFIX = "CITY_API_"
 
@@ -59,17 +56,4 @@ class ApiConfig:
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> ApiConfig:
     """Load the settings from ``path`` (TOML, ``[api]`` table) and the environment."""
-    table: dict[str, Any] = {}
-    if path is not None:
-        document = read_toml(path)
-        unknown = set(document) - {"api"}
-        if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [api]")
-        table = document.get("api", {})
-    return load_settings(
-        ApiConfig,
-        table,
-        env=os.environ if env is None else env,
-        prefix=ENV_PREFIX,
-        source=path or "environment",
-    )
+    return load_section(ApiConfig, "api", ENV_PREFIX, path, env)

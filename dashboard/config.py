@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from edge.errors import ConfigError
-from edge.settings import load_settings, read_toml
+from edge.settings import load_section
 
 ENV_PREFIX = "CITY_DASHBOARD_"
 
@@ -93,17 +90,4 @@ class DashboardConfig:
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None) -> DashboardConfig:
     """Load the settings from ``path`` (TOML, ``[dashboard]`` table) and the environment."""
-    table: dict[str, Any] = {}
-    if path is not None:
-        document = read_toml(path)
-        unknown = set(document) - {"dashboard"}
-        if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [dashboard]")
-        table = document.get("dashboard", {})
-    return load_settings(
-        DashboardConfig,
-        table,
-        env=os.environ if env is None else env,
-        prefix=ENV_PREFIX,
-        source=path or "environment",
-    )
+    return load_section(DashboardConfig, "dashboard", ENV_PREFIX, path, env)

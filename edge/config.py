@@ -32,14 +32,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge.contract import is_valid_id
 from edge.errors import ConfigError
-from edge.publisher import BrokerSettings
+from edge.publisher import BrokerAccount, BrokerSettings
 from edge.sensors.registry import DRIVERS, SensorSpec
 from edge.settings import load_settings
 
@@ -60,32 +60,26 @@ class DeviceSection:
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerSection:
-    """``[broker]``: where to publish.
+class BrokerSection(BrokerAccount):
+    """``[broker]``: where to publish, and the account (:class:`~edge.publisher.BrokerAccount`).
+
+    The account's ``username`` is the device id when absent, and its ``password`` is set
+    through ``password_file`` or the ``CITY_EDGE_PASSWORD`` variable; ``ca_file`` is used with
+    mqtts only (system CAs otherwise).
 
     Attributes:
         url: ``mqtt://host:port`` or ``mqtts://host:port`` (TLS).
-        username: Broker account; the device id when absent.
-        password: Set through ``password_file`` or the ``CITY_EDGE_PASSWORD`` variable.
-        ca_file: CA bundle that signed the broker's certificate (mqtts; system CAs otherwise).
-        cert_file: Client certificate, where the broker authenticates devices by certificate.
-        key_file: Its private key.
-        keepalive_s: The broker declares the device offline after 1.5 times this.
-        reconnect_max_s: Longest wait between two connection attempts.
         fallback_urls: The city's other brokers, same scheme and account: when the broker of
             ``url`` cannot be reached, or is lost, the device moves to the next of these (and
             round again), keeping its spooled batches in order.
     """
 
     url: str
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    keepalive_s: int = 30
-    reconnect_max_s: float = 60.0
     fallback_urls: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # keeps the password out of logs and tracebacks
+        secret = "***" if self.password else None
+        return f"BrokerSection(url={self.url!r}, username={self.username!r}, password={secret})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +134,14 @@ class EdgeConfig:
             (other.hostname or "localhost", other.port or default_port)
             for other in map(urlsplit, self.broker.fallback_urls)
         )
+        account = {f.name: getattr(self.broker, f.name) for f in fields(BrokerAccount)}
+        account["username"] = self.broker.username or self.device.id
+        account["ca_file"] = self.broker.ca_file if tls else None
         return BrokerSettings(
             host=parts.hostname or "localhost",
             port=parts.port or default_port,
             fallbacks=fallbacks,
-            username=self.broker.username or self.device.id,
-            password=self.broker.password,
-            ca_file=self.broker.ca_file if tls else None,
-            cert_file=self.broker.cert_file,
-            key_file=self.broker.key_file,
-            keepalive_s=self.broker.keepalive_s,
-            reconnect_max_s=self.broker.reconnect_max_s,
+            **account,
         )
 
 

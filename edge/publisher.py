@@ -32,22 +32,38 @@ from edge.topics import device_topic, status_topic, telemetry_topic
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """How to reach the broker.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerAccount:
+    """How a device signs in to the city's brokers, as configured and as connected.
 
     Attributes:
-        host: Broker host name.
-        port: Broker port (1883 plain, 8883 TLS by convention).
         username: Per-device user name; the broker's ACL confines it to its own topics.
         password: Its password; never logged.
         ca_file: CA bundle to verify the broker; setting it turns TLS on.
         cert_file: Client certificate, for brokers that authenticate devices by certificate.
         key_file: Key of the client certificate.
         keepalive_s: MQTT keepalive; the broker declares the device offline after 1.5 times this.
+        reconnect_max_s: Longest reconnection delay.
+    """
+
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_s: int = 30
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings(BrokerAccount):
+    """How to reach the broker: its address and the account (:class:`BrokerAccount`).
+
+    Attributes:
+        host: Broker host name.
+        port: Broker port (1883 plain, 8883 TLS by convention).
         reconnect_min_s: First reconnection delay cap; it doubles up to ``reconnect_max_s``, and
             each actual delay is drawn at random below the cap.
-        reconnect_max_s: Longest reconnection delay.
         fallbacks: Further brokers of the city, ``(host, port)`` each, with the same account
             and TLS settings. A session that cannot reach its broker, or loses it, tries the next
             one of the list (round the list), and stays where it got through.
@@ -55,14 +71,7 @@ class BrokerSettings:
 
     host: str = "localhost"
     port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    keepalive_s: int = 30
     reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
     fallbacks: tuple[tuple[str, int], ...] = ()
 
     @property

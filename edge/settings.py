@@ -22,6 +22,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -107,6 +108,44 @@ def _coerce(name: str, value: object, hint: object) -> object:  # noqa: PLR0911,
             raise ConfigError(f"{name} must be a string, not {value!r}")
         return value
     raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+
+
+def load_section(
+    cls: type[T],
+    section: str,
+    prefix: str,
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> T:
+    """Build ``cls`` from the ``[section]`` table of the TOML file ``path``, then the environment.
+
+    A service's file holds its own section only: any other is refused, so a setting put under
+    the wrong heading is an error instead of silently ignored.
+
+    Args:
+        cls: The settings dataclass.
+        section: The TOML table's name, such as ``ingest``.
+        prefix: Environment prefix, such as ``CITY_INGEST_``.
+        path: The file; None: defaults and the environment only.
+        env: Environment (the process's by default).
+
+    Raises:
+        ConfigError: Another section, or as :func:`load_settings`.
+    """
+    table: dict[str, Any] = {}
+    if path is not None:
+        document = read_toml(path)
+        unknown = set(document) - {section}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [{section}]")
+        table = document.get(section, {})
+    return load_settings(
+        cls,
+        table,
+        env=os.environ if env is None else env,
+        prefix=prefix,
+        source=str(path) if path is not None else "environment",
+    )
 
 
 def load_settings(

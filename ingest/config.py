@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.errors import ConfigError
-from edge.settings import load_settings, read_toml
+from edge.settings import load_section
 from ingest.retention import Retention
 
 ENV_PREFIX = "CITY_INGEST_"
@@ -196,17 +194,4 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Inges
     Raises:
         ConfigError: With the offending key in the message.
     """
-    table: dict[str, Any] = {}
-    if path is not None:
-        document = read_toml(path)
-        unknown = set(document) - {"ingest"}
-        if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected [ingest]")
-        table = document.get("ingest", {})
-    return load_settings(
-        IngestConfig,
-        table,
-        env=os.environ if env is None else env,
-        prefix=ENV_PREFIX,
-        source=path or "environment",
-    )
+    return load_section(IngestConfig, "ingest", ENV_PREFIX, path, env)

@@ -61,6 +61,7 @@ def test_a_good_file_gives_typed_settings(password: Path) -> None:
     )
     assert broker.ca_file == "/etc/smartcity-edge/ca.pem"
     assert "s3cret" not in repr(broker)
+    assert "s3cret" not in repr(config)  # the [broker] section as read, too
     assert [s.name for s in config.sensors] == ["pm", "bin"]
     assert config.sensors[0].options == ParticulateOptions(port="/dev/ttyUSB0")
     assert config.sensors[0].interval_s == 120.0
