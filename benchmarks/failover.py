@@ -339,7 +339,7 @@ def replay_week(dsn: str, broker: Mosquitto, args: argparse.Namespace, workdir: 
     settings.write_text(f'[ingest]\ndatabase_url = "{dsn}"\n', encoding="utf-8")
     speed = 7 * 86_400 / args.replay_s
     command = [
-        sys.executable, "-m", "smartcity.cli_main", "replay", "beijing",
+        sys.executable, "-m", "smartcity", "replay", "beijing",
         "--start", "2014-01-13", "--days", "7", "--speed", f"{speed:.0f}",
         "--config", str(settings), "--broker", f"{broker.host}:{broker.port}",
     ]  # fmt: skip

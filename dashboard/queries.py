@@ -54,12 +54,6 @@ SELECT d.device_id, d.name, d.site, d.family, d.lat, d.lon, d.last_seen, d.state
  ORDER BY d.site, d.device_id
 """
 
-_LATEST = """
-SELECT s.device_id, s.metric, s.unit, l.ts, l.value
-  FROM latest l JOIN streams s USING (stream_id)
- ORDER BY s.device_id, s.metric
-"""
-
 _TOTALS = """
 SELECT (SELECT count(*) FROM devices) AS devices,
        (SELECT count(*) FROM devices WHERE last_seen > %(since)s) AS reporting,
@@ -71,11 +65,6 @@ SELECT (SELECT count(*) FROM devices) AS devices,
 def devices(*, db: ConnectionPool | None = None) -> pd.DataFrame:
     """Every registered device with its position, state and last reading time."""
     return _frame(_DEVICES, db=db)
-
-
-def latest_values(*, db: ConnectionPool | None = None) -> pd.DataFrame:
-    """The latest value of every stream: device_id, metric, unit, ts, value."""
-    return _frame(_LATEST, db=db)
 
 
 def totals(since: datetime, *, db: ConnectionPool | None = None) -> dict[str, int]:

@@ -7,8 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from edge.metrics import METRICS
-
 # Status words shown to people; the map shows them by symbol fill as well as colour.
 LIVE, STALE, OFFLINE, SILENT = "live", "stale", "offline", "never reported"
 STATUS_ORDER = (LIVE, STALE, OFFLINE, SILENT)
@@ -33,34 +31,6 @@ def with_status(devices: pd.DataFrame, now: datetime, stale_after: timedelta) ->
     status[(shaped["state"] == "offline") & seen.notna()] = OFFLINE
     shaped["status"] = status
     return shaped
-
-
-def format_value(metric: str, value: float) -> str:
-    """A reading as people write it.
-
-    Examples:
-        >>> format_value("pm2_5", 12.345)
-        'PM2.5 12.3 µg/m³'
-        >>> format_value("vehicle_count", 31.0)
-        'Vehicles 31 vehicles'
-    """
-    spec = METRICS.get(metric)
-    if spec is None:
-        return f"{metric} {value:g}"
-    number = f"{value:.0f}" if spec.unit in ("count", "bool") else f"{value:.1f}"
-    return f"{spec.label} {number} {spec.display_unit}".rstrip()
-
-
-def latest_summary(latest: pd.DataFrame) -> dict[str, str]:
-    """One line per device with its latest values, in catalogue order."""
-    order = {name: index for index, name in enumerate(METRICS)}
-    lines: dict[str, str] = {}
-    for device, group in latest.groupby("device_id", sort=True):
-        ranked = sorted(group.to_dict("records"), key=lambda r: order.get(str(r["metric"]), 99))
-        lines[str(device)] = " · ".join(
-            format_value(str(r["metric"]), float(r["value"])) for r in ranked
-        )
-    return lines
 
 
 def problems(row: dict[str, Any]) -> list[str]:

@@ -32,14 +32,6 @@ class Backoff:
         self.attempts += 1
         return self._rng.uniform(0, cap)
 
-    async def sleep(self) -> float:
-        """Sleep for the next delay and return it."""
-        import asyncio  # noqa: PLC0415  # only async callers pay for asyncio; the edge agent does not
-
-        delay = self.next_delay()
-        await asyncio.sleep(delay)
-        return delay
-
     def reset(self) -> None:
         """Start again from ``initial`` after a success."""
         self.attempts = 0

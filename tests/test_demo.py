@@ -56,7 +56,7 @@ def start_demo(data_dir: Path, broker: str) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "smartcity.cli_main",
+            "smartcity",
             "demo",
             "--data-dir",
             str(data_dir),

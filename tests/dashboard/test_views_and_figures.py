@@ -20,7 +20,6 @@ from dashboard.views import (
     SILENT,
     STALE,
     STATUS_ORDER,
-    latest_summary,
     with_status,
 )
 from edge.errors import ConfigError
@@ -93,22 +92,6 @@ def test_map_of_an_empty_city_is_empty() -> None:
     assert shaped.empty
     traces = figure.data  # type: ignore[attr-defined]
     assert all(t.x is None or len(t.x) == 0 for t in traces[:3])  # no device points
-
-
-def test_latest_summary_orders_metrics_like_the_catalogue() -> None:
-    latest = pd.DataFrame(
-        {
-            "device_id": ["aq-1", "aq-1", "tr-1"],
-            "metric": ["temperature", "pm2_5", "vehicle_count"],
-            "unit": ["degC", "ug/m3", "count"],
-            "ts": [NOW] * 3,
-            "value": [6.25, 12.5, 31.0],
-        }
-    )
-    assert latest_summary(latest) == {
-        "aq-1": "PM2.5 12.5 µg/m³ · Temperature 6.2 °C",
-        "tr-1": "Vehicles 31 vehicles",
-    }
 
 
 def test_city_supplied_boundaries_are_drawn_after_the_device_traces(tmp_path: Path) -> None:

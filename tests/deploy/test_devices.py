@@ -222,7 +222,7 @@ async def test_the_trial_simulator_publishes_through_the_secured_broker(
         broker_username="ingest", broker_password=INGEST_PASSWORD,
     )  # fmt: skip
     command = [
-        sys.executable, "-m", "smartcity.cli_main", "simulate", "--devices", "3",
+        sys.executable, "-m", "smartcity", "simulate", "--devices", "3",
         "--broker", f"127.0.0.1:{secured.port}", "--username", "simulator",
         "--password-file", str(password_file), "--sample-interval", "0.5",
         "--batch-interval", "1", "--duration", "4",

@@ -65,7 +65,7 @@ async def test_a_real_week_replayed_through_the_platform_matches_the_offline_rep
     settings = tmp_path / "ingest.toml"
     settings.write_text(f'[ingest]\ndatabase_url = "{database.dsn}"\n', encoding="utf-8")
     command = [
-        sys.executable, "-m", "smartcity.cli_main", "replay", "beijing",
+        sys.executable, "-m", "smartcity", "replay", "beijing",
         "--start", WEEK_START.date().isoformat(), "--days", "7", "--speed", "inf",
         "--config", str(settings), "--broker", f"{broker.host}:{broker.port}",
     ]  # fmt: skip

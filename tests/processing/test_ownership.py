@@ -66,7 +66,7 @@ def replay_command(dsn: str, broker: BrokerAddress, tmp_path: Path) -> list[str]
     settings = tmp_path / "ingest.toml"
     settings.write_text(f'[ingest]\ndatabase_url = "{dsn}"\n', encoding="utf-8")
     return [
-        sys.executable, "-m", "smartcity.cli_main", "replay", "beijing",
+        sys.executable, "-m", "smartcity", "replay", "beijing",
         "--start", WEEK_START.date().isoformat(), "--days", "7", "--speed", str(SPEED),
         "--config", str(settings), "--broker", f"{broker.host}:{broker.port}",
     ]  # fmt: skip
