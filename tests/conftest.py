@@ -1,4 +1,4 @@
-"""Session services (real Mosquitto, PostgreSQL + TimescaleDB, embedded PostgreSQL) and helpers.
+"""Session services as fixtures: real Mosquitto, PostgreSQL + TimescaleDB, embedded PostgreSQL.
 
 ``CITY_TEST_BROKER=host:port`` and ``CITY_TEST_DSN=<admin conninfo>`` point the suite at running
 services instead of starting its own.
@@ -9,31 +9,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from ingest.schema import migrate
 from tests.services._process import ServiceUnavailableError
 from tests.services.embedded import EmbeddedServer
+from tests.services.handles import BrokerAddress, Database, fresh_database
 from tests.services.mosquitto import Mosquitto
-from tests.services.postgres import PostgresServer, create_database, drop_database, replace_dbname
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the test broker listens."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class Database:
-    """A fresh, migrated database for one test."""
-
-    dsn: str
-    kind: str  # "timescaledb" or "postgres"
+from tests.services.postgres import PostgresServer
 
 
 def _started(service: object) -> None:
@@ -91,17 +74,6 @@ def embedded_admin_dsn() -> Iterator[str]:
     server.cleanup()
 
 
-def _fresh_database(admin_dsn: str, kind: str) -> Iterator[Database]:
-    name = f"test_{secrets.token_hex(6)}"
-    create_database(admin_dsn, name)
-    dsn = replace_dbname(admin_dsn, name)
-    migrate(dsn, timescaledb="require" if kind == "timescaledb" else "off")
-    try:
-        yield Database(dsn, kind)
-    finally:
-        drop_database(admin_dsn, name)
-
-
 @pytest.fixture(params=["timescaledb", "postgres"])
 def database(request: pytest.FixtureRequest) -> Iterator[Database]:
     """A fresh migrated database, once on TimescaleDB and once on the embedded plain PostgreSQL."""
@@ -109,13 +81,13 @@ def database(request: pytest.FixtureRequest) -> Iterator[Database]:
         admin = request.getfixturevalue("timescale_admin_dsn")
     else:
         admin = request.getfixturevalue("embedded_admin_dsn")
-    yield from _fresh_database(admin, request.param)
+    yield from fresh_database(admin, request.param)
 
 
 @pytest.fixture
 def timescale_database(timescale_admin_dsn: str) -> Iterator[Database]:
     """A fresh migrated database on TimescaleDB only."""
-    yield from _fresh_database(timescale_admin_dsn, "timescaledb")
+    yield from fresh_database(timescale_admin_dsn, "timescaledb")
 
 
 @pytest.fixture

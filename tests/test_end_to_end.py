@@ -11,8 +11,8 @@ import pytest
 from edge.fleet import District, Fleet, plan_fleet
 from edge.publisher import BrokerSettings
 from ingest.registry import DeviceRecord, register_devices
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 DEVICES = 20
 

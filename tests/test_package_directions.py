@@ -57,3 +57,19 @@ def test_the_allowed_directions_have_no_cycle() -> None:
     for package, allowed in MAY_IMPORT.items():  # in layer order: only what came before it
         assert allowed <= done, package
         done.add(package)
+
+
+def test_no_test_module_imports_from_a_conftest() -> None:
+    # Fixtures reach tests through pytest; shared helpers live in ordinary modules, so a test's
+    # imports say where its helpers come from and a conftest can change without breaking them.
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        wrong += [
+            str(path.relative_to(ROOT))
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[-1] == "conftest"
+        ]
+    assert wrong == []

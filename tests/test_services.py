@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from ingest.schema import available
-from tests.conftest import Database
+from tests.services.handles import Database
 
 
 def test_timescaledb_database_has_a_hypertable(timescale_database: Database) -> None:

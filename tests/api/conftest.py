@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api.city import City, plant, serving
-from tests.conftest import _fresh_database
+from tests.services.handles import fresh_database
 
 
 @pytest.fixture(scope="module", params=["timescaledb", "postgres"])
@@ -16,7 +16,7 @@ def city(request: pytest.FixtureRequest) -> Iterator[City]:
     admin = request.getfixturevalue(
         "timescale_admin_dsn" if request.param == "timescaledb" else "embedded_admin_dsn"
     )
-    for database in _fresh_database(admin, request.param):
+    for database in fresh_database(admin, request.param):
         plant(database.dsn)
         with serving(database.dsn) as served:
             yield served

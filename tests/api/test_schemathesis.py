@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from tests.api.city import City, plant, serving
-from tests.conftest import _fresh_database
+from tests.services.handles import fresh_database
 
 
 @pytest.fixture(scope="module")
 def fuzzed_city(timescale_admin_dsn: str) -> Iterator[City]:
-    for database in _fresh_database(timescale_admin_dsn, "timescaledb"):
+    for database in fresh_database(timescale_admin_dsn, "timescaledb"):
         plant(database.dsn)
         with serving(database.dsn) as served:
             yield served

@@ -11,9 +11,9 @@ from selenium.webdriver.support.wait import WebDriverWait
 from dashboard import security
 from tests.api.city import plant
 from tests.browser import axe_violations, chromium
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.dashboard.test_alerts_page import screenshot
+from tests.services.handles import Database
 
 # What each page shows once its data has arrived.
 READY = {

@@ -15,8 +15,8 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.api.city import plant
 from tests.browser import chromium
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, browser_login, serving
+from tests.services.handles import Database
 
 ARTIFACTS = Path(os.environ.get("CITY_TEST_ARTIFACTS", "test-artifacts"))
 

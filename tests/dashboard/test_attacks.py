@@ -16,8 +16,8 @@ import pytest
 from psycopg import sql
 
 from dashboard import accounts, security
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, Served, callback, dash_call, login, serving
+from tests.services.handles import Database
 
 
 @pytest.fixture

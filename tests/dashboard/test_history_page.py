@@ -11,9 +11,9 @@ import psycopg
 
 from ingest.schema.zone import set_city_zone
 from tests.api.city import plant
-from tests.conftest import Database
 from tests.dashboard.serving import dash_call, serving
 from tests.dashboard.test_security import audit
+from tests.services.handles import Database
 
 # The last year: the planted city (November 2026) is in range until November 2027, where the
 # last 30 days lost its first hours on 2026-12-01.

@@ -17,8 +17,8 @@ from processing.hook import ReadingColumns
 from processing.stage import DetectionStage
 from processing.state import saved_core_value
 from processing.streams import StreamInfo
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 
 @pytest.fixture

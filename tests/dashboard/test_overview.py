@@ -18,8 +18,8 @@ from dashboard.app import open_pool
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from tests.browser import chromium
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, browser_login, serving
+from tests.services.handles import Database
 
 
 def populate(dsn: str, devices: int = 12) -> list[str]:

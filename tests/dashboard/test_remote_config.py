@@ -13,10 +13,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.topics import device_topic
-from tests.conftest import BrokerAddress, Database
 from tests.dashboard.serving import Served, serving
 from tests.dashboard.test_security import _admin_call, audit
 from tests.ingest.helpers import register
+from tests.services.handles import BrokerAddress, Database
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from dashboard import accounts, security
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, Served, callback, dash_call, login, serving
+from tests.services.handles import Database
 
 
 @pytest.fixture

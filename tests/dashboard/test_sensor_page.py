@@ -11,9 +11,9 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.api.city import plant
 from tests.browser import chromium
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.dashboard.test_alerts_page import screenshot
+from tests.services.handles import Database
 
 TRACES = """
 const plot = document.querySelector('#sensor-chart .js-plotly-plot');

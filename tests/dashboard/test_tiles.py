@@ -12,9 +12,9 @@ from typing import ClassVar
 import pytest
 
 from tests.browser import chromium
-from tests.conftest import Database
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.dashboard.test_overview import populate
+from tests.services.handles import Database
 
 
 class _Tiles(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ import pytest
 
 from dashboard import accounts
 from smartcity.cli import main
-from tests.conftest import Database
+from tests.services.handles import Database
 
 LIMITS = accounts.Limits(idle=timedelta(hours=1), absolute=timedelta(hours=12))
 

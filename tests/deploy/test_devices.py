@@ -17,12 +17,12 @@ import pytest
 from edge.topics import telemetry_topic
 from smartcity.broker_passwords import verify_password
 from smartcity.cli import main
-from tests.conftest import BrokerAddress, Database
 from tests.deploy.secured_broker import SecuredBroker
 from tests.deploy.test_broker_security import Session, accepted, connect, publish
 from tests.ingest.helpers import batch_payload, recent, stored_keys
 from tests.ingest.running import eventually, ingest_config, running_ingest
 from tests.services._process import ServiceUnavailableError, tail
+from tests.services.handles import BrokerAddress, Database
 
 INGEST_PASSWORD = "ingest-secret-for-tests"
 

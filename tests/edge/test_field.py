@@ -23,7 +23,7 @@ from edge.doctor import diagnose
 from edge.publisher import BrokerSettings, Publisher
 from edge.sensors.simulated import SimulatedAirQuality
 from edge.spool import Spool
-from tests.conftest import BrokerAddress
+from tests.services.handles import BrokerAddress
 from tests.services.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from edge.faults import Fault, FaultKind, FaultySensor, plan_faults
 from edge.fleet import FAMILY_SENSOR, District, Fleet, plan_fleet, plan_fleet_faults
 from edge.publisher import BrokerSettings
 from edge.sensors.simulated import SimulatedAirQuality, SimulatedTraffic, SimulatedWasteBin
-from tests.conftest import BrokerAddress
+from tests.services.handles import BrokerAddress
 
 START = datetime(2026, 11, 23, 8, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ import pytest
 
 from history.export import ExportError, Selection, count, export
 from smartcity.cli import main
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 ROWS_PER_STREAM = 200_000  # over 8 MB of COPY data: rows straddle the decoding blocks

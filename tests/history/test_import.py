@@ -11,8 +11,8 @@ import pytest
 from history.export import Selection, export
 from history.importer import BackfillError, import_csv
 from smartcity.cli import main
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 HEADER = "ts,device,site,sensor,metric,unit,stream_id,value\n"

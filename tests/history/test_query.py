@@ -19,8 +19,8 @@ from ingest.columns import Columns
 from ingest.service import Pool, open_pool
 from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 HOLE = (START + timedelta(minutes=70), START + timedelta(minutes=110))

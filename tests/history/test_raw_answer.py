@@ -28,8 +28,8 @@ from ingest.schema.zone import set_city_zone
 from ingest.service import Pool, open_pool
 from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 # (device, site, family, metric); the last stream never gets a reading.
 STREAMS = [

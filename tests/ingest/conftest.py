@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ingest.service import Pool, open_pool
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 
 @pytest.fixture

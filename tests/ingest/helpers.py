@@ -15,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from edge.contract import Batch, Reading, encode_batch
 from ingest.registry import DeviceRecord, register_devices
-from tests.conftest import BrokerAddress
+from tests.services.handles import BrokerAddress
 
 
 def register(dsn: str, devices: Iterable[tuple[str, str]], family: str = "air") -> None:

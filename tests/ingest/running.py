@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ingest.config import IngestConfig
 from ingest.service import IngestService
-from tests.conftest import BrokerAddress
+from tests.services.handles import BrokerAddress
 
 
 def ingest_config(broker: BrokerAddress, dsn: str, **overrides: object) -> IngestConfig:

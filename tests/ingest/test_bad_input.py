@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from edge.contract import MAX_PAYLOAD_BYTES, ContractError, decode_status
 from ingest.validate import Accepted, Rejection, fast_loads, validate_telemetry
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from edge.fleet import Fleet
-from tests.conftest import BrokerAddress
 from tests.ingest.process import IngestProcess
 from tests.ingest.running import ingest_config
 from tests.ingest.test_faults import finish, start_fleet, stored, wait_until
+from tests.services.handles import BrokerAddress
 from tests.services.patroni import PatroniCluster, city_cluster
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,9 @@ from edge.fleet import District, Fleet, plan_fleet
 from edge.publisher import BrokerSettings
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.process import IngestProcess
 from tests.ingest.running import ingest_config
+from tests.services.handles import BrokerAddress, Database
 from tests.services.mosquitto import Mosquitto
 from tests.services.postgres import PostgresServer
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ingest.schema import Migration, MigrationError, available, migrate
-from tests.conftest import Database
+from tests.services.handles import Database
 
 runner = importlib.import_module("ingest.schema.migrate")  # the module; `migrate` is its function
 

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from smartcity.cli import main
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 
 def http(port: int, path: str, method: str = "GET") -> tuple[int, str]:

@@ -21,8 +21,8 @@ from processing.streams import StreamInfo
 from smartcity import datasets
 from smartcity.cli import main
 from smartcity.replay import ReplayError, Timeline, csv_series, timeline
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 WEEK_START = datetime(2014, 1, 13, tzinfo=UTC)  # a winter week with city-wide smog episodes
 

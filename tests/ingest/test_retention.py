@@ -12,8 +12,8 @@ from ingest.config import IngestConfig
 from ingest.retention import Retention
 from ingest.service import Pool
 from smartcity.cli import main
-from tests.conftest import Database
 from tests.ingest.helpers import register
+from tests.services.handles import Database
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 POLICY = Retention(raw_days=90, minute_days=730)

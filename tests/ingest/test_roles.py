@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from edge.topics import telemetry_topic
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import (
     batch_payload,
     member_of,
@@ -19,6 +18,7 @@ from tests.ingest.helpers import (
     stored_keys,
 )
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 
 def _member_of(database: Database, role: str) -> str:

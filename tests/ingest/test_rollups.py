@@ -15,9 +15,9 @@ from ingest.schema.zone import city_zone, set_city_zone
 from ingest.service import Pool
 from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 START = datetime(2026, 11, 22, 22, 50, tzinfo=UTC)  # batches straddle an hour and a day
 

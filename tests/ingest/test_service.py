@@ -12,7 +12,6 @@ import pytest
 from edge.contract import Status, encode_status
 from ingest.config import IngestConfig
 from ingest.service import IngestService
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import (
     batch_payload,
     non_numeric_payload,
@@ -23,6 +22,7 @@ from tests.ingest.helpers import (
     stored_keys,
 )
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 from tests.services.mosquitto import Mosquitto
 
 

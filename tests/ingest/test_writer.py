@@ -13,8 +13,8 @@ from ingest.service import Pool
 from ingest.validate import Rejection, to_us
 from ingest.writer import LiveState, PostgresStore, WriteBatch
 from processing.feed import PartitionMap, decode, partition_of
-from tests.conftest import Database
 from tests.ingest.helpers import stored_keys
+from tests.services.handles import Database
 
 AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

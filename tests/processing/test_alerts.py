@@ -22,9 +22,9 @@ from processing.kinds import Kind
 from processing.service import DetectionService
 from processing.stage import Event
 from processing.streams import StreamInfo
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import publish_all, register
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 
 STEP = timedelta(seconds=10)
 

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from processing.feed import PARTITIONS
 from processing.owners import Fence, Ownership, share
-from tests.conftest import Database
+from tests.services.handles import Database
 
 LEASE_S = 1.0
 

@@ -21,9 +21,9 @@ from processing.config import DetectionSettings
 from processing.feed import PARTITIONS
 from smartcity import datasets
 from smartcity.replay import timeline
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.running import eventually, ingest_config
 from tests.ingest.test_replay import WEEK_START, offline_openings
+from tests.services.handles import BrokerAddress, Database
 
 Opened = set[tuple[str, str, str, int]]
 # A week in about 25 s: the kill lands mid-week, and batches of both workers share the hours.

@@ -14,8 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.mqtt import Message, MqttClient, MqttError
 from smartcity.embedded import BuiltinBroker
-from tests.conftest import BrokerAddress
 from tests.services._process import free_port
+from tests.services.handles import BrokerAddress
 from tests.services.mosquitto import Mosquitto
 
 

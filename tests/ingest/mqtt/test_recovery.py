@@ -23,10 +23,10 @@ from ingest.alert_publisher import AlertPublisher, BrokerAccount
 from ingest.mqtt import MqttError
 from ingest.service import IngestService, open_pool
 from processing.alerts import AlertStore, Opening
-from tests.conftest import BrokerAddress, Database
 from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
 from tests.ingest.mqtt.proxy import Cut, CuttingProxy
 from tests.ingest.running import eventually, ingest_config, running_ingest
+from tests.services.handles import BrokerAddress, Database
 from tests.services.mosquitto import Mosquitto
 
 CONNACK, PUBACK, SUBACK, PINGRESP = 2, 4, 9, 13
