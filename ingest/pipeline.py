@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +26,7 @@ from edge.contract import ContractError, JsonLoads, Reason, Status, decode_statu
 from edge.metrics import METRICS
 from edge.topics import parse_topic
 from ingest.columns import Columns
-from ingest.metrics import IngestMetrics
+from ingest.metrics import IngestMetrics, PipelineStats
 from ingest.mqtt import Message
 from ingest.registry import SiteDirectory
 from ingest.validate import Checked, IngestReason, Limits, Rejection, check_telemetry
@@ -42,25 +42,6 @@ Acknowledge = Callable[[list[AckToken]], None]
 STORAGE_ERROR = "storage_error"
 # Errors about the data itself: retrying the same batch cannot succeed.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
-
-
-@dataclass(slots=True)
-class PipelineStats:
-    """Counters since start, for logs, metrics and tests. Everything counted is committed."""
-
-    received: int = 0
-    messages_stored: int = 0
-    readings_stored: int = 0
-    duplicates: int = 0
-    rejected_messages: int = 0
-    rejected_readings: int = 0
-    rejected_by_reason: Counter[str] = field(default_factory=Counter)
-    statuses: int = 0
-    statuses_ignored: int = 0
-    batches: int = 0
-    write_retries: int = 0
-    write_seconds: float = 0.0
-    processing_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -161,8 +142,8 @@ class Pipeline:
         self._live_flushed = time.monotonic()
         self._sites_loaded_at = float("-inf")
         self.sites: dict[str, str] = {}
-        self.stats = PipelineStats()
         self.metrics = metrics or IngestMetrics()
+        self.stats: PipelineStats = self.metrics.stats
         self.drained = asyncio.Event()
         self.last_telemetry = float("-inf")  # monotonic time of the last telemetry message
         self.writing_blocked = False  # true while a write keeps failing
@@ -440,7 +421,6 @@ class Pipeline:
                 return
             except Exception as exc:  # outage or unknown: hold the batch, never drop or mark it
                 self.stats.write_retries += 1
-                self.metrics.write_retries.inc()
                 await self._retry_later(exc, backoff, "database write failed")
         elapsed = time.perf_counter() - started
         self.stats.write_seconds += elapsed
@@ -478,11 +458,11 @@ class Pipeline:
             reason = str(rejection.reason)
             stats.rejected_by_reason[reason] += 1
             scope = "message" if rejection.reading_index is None else "reading"
+            stats.rejected_by_scope[reason, scope] += 1
             if scope == "message":
                 stats.rejected_messages += 1
             else:
                 stats.rejected_readings += 1
-            self.metrics.rejected.labels(reason, scope).inc()
         if len(batch.readings):
             readings = batch.readings.arrays()
             self._live.readings.append(readings)
@@ -499,11 +479,6 @@ class Pipeline:
 
     def _observe(self, parts: Sequence[_Part], batch: WriteBatch, result: WriteResult) -> None:
         metrics = self.metrics
-        metrics.received.inc(len(parts))
-        metrics.messages_stored.inc(sum(1 for p in parts if p.seen is not None))
-        metrics.readings_stored.inc(result.inserted)
-        metrics.duplicates.inc(result.duplicates)
-        metrics.statuses.inc(len(batch.statuses))
         metrics.batch_rows.observe(len(batch.readings))
         metrics.queue_depth.set(self._inbox_messages)
         now_us = time.time_ns() // 1_000

@@ -21,9 +21,9 @@ from ingest.alert_publisher import AlertPublisher, BrokerAccount
 from ingest.config import IngestConfig
 from ingest.consumer import Consumer
 from ingest.health import HealthServer
-from ingest.metrics import IngestMetrics
+from ingest.metrics import IngestMetrics, PipelineStats
 from ingest.mqtt import Message
-from ingest.pipeline import Pipeline, PipelineStats
+from ingest.pipeline import Pipeline
 from ingest.registry import PostgresDirectory
 from ingest.schema import migrate
 from ingest.validate import Limits, fast_loads
