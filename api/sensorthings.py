@@ -7,6 +7,7 @@ are built in :mod:`history.sensorthings`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -29,6 +30,28 @@ Skip = Annotated[int, Query(alias="$skip", ge=0, le=1_000_000, description="skip
 Count = Annotated[bool, Query(alias="$count", description="include @iot.count")]
 OrderBy = Annotated[str | None, Query(alias="$orderby", max_length=100)]
 Filter = Annotated[str | None, Query(alias="$filter", max_length=1000)]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """The query options every collection takes."""
+
+    top: int
+    skip: int
+    count: bool
+    orderby: str | None
+    filter: str | None
+
+
+def query_options(
+    top: Top = 100, skip: Skip = 0, count: Count = False, orderby: OrderBy = None,
+    filter_: Filter = None,
+) -> QueryOptions:  # fmt: skip
+    """$top, $skip, $count, $orderby and $filter: one dependency of every collection."""
+    return QueryOptions(top, skip, count, orderby, filter_)
+
+
+Options = Annotated[QueryOptions, Depends(query_options)]
 Text = Annotated[str, Path(max_length=200)]
 StreamId = Annotated[int, Path(ge=1, lt=2**31)]
 Collection = dict[str, Any]
@@ -54,36 +77,50 @@ def _next_link(request: Request, top: int, skip: int) -> str:
     return _base(request)[: -len(PREFIX)] + url.path + "?" + url.query
 
 
-async def _collection(  # the query options are each one parameter
+async def _collection(
     request: Request,
     select: str,
     params: dict[str, object],
     key: str,
-    build: Callable[[dict[str, Any]], dict[str, Any]],
-    *,
-    top: int,
-    skip: int,
-    count: bool,
-    orderby: str | None,
-    filter_: str | None,
+    build: Callable[[str, dict[str, Any]], dict[str, Any]],
+    options: QueryOptions,
 ) -> Collection:
-    """A catalogue collection (small tables): ordered by id, offset paging."""
-    if filter_ is not None:
+    """A catalogue collection (small tables): ordered by id, offset paging.
+
+    ``build`` makes an entity of a row, given the base of the links.
+    """
+    if options.filter is not None:
         raise sta.SensorThingsError("$filter is supported on Observations only")
-    _, direction = sta.parse_orderby(orderby or "id", ("id", "@iot.id"))
+    _, direction = sta.parse_orderby(options.orderby or "id", ("id", "@iot.id"))
     query = sql.SQL("SELECT * FROM ({}) e ORDER BY {} {} LIMIT %(top)s OFFSET %(skip)s").format(
         sql.SQL(select), sql.Identifier(key), sql.SQL(direction.upper())
     )
-    rows = await db.fetch(request, query, {**params, "top": top + 1, "skip": skip})
+    counting = sql.SQL("SELECT count(*) AS n FROM ({}) e").format(sql.SQL(select))
+    base = _base(request)
+    return await _page(request, query, counting, params, lambda row: build(base, row), options)
+
+
+async def _page(
+    request: Request,
+    query: sql.Composed,
+    counting: sql.Composed,
+    params: dict[str, object],
+    build: Callable[[dict[str, Any]], dict[str, Any]],
+    options: QueryOptions,
+) -> Collection:
+    """One page of ``query``, which takes ``%(top)s`` and ``%(skip)s``.
+
+    Its entities, their count if asked for (by ``counting``), and the link to the next page
+    when there is one.
+    """
+    rows = await db.fetch(request, query, {**params, "top": options.top + 1, "skip": options.skip})
     body: Collection = {}
-    if count:
-        counted = await db.fetch(
-            request, sql.SQL("SELECT count(*) AS n FROM ({}) e").format(sql.SQL(select)), params
-        )
+    if options.count:
+        counted = await db.fetch(request, counting, params)
         body["@iot.count"] = int(counted[0]["n"])
-    body["value"] = [build(row) for row in rows[:top]]
-    if 0 < top < len(rows):  # $top=0 asks for no entities: a next page would be this one
-        body["@iot.nextLink"] = _next_link(request, top, skip)
+    body["value"] = [build(row) for row in rows[: options.top]]
+    if 0 < options.top < len(rows):  # $top=0 asks for no entities: a next page would be this one
+        body["@iot.nextLink"] = _next_link(request, options.top, options.skip)
     return body
 
 
@@ -112,15 +149,8 @@ async def root(request: Request, _: CatalogReader) -> dict[str, Any]:
 
 
 @router.get("/Things", summary="Things: the devices")
-async def things(
-    request: Request, _: CatalogReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
-    return await _collection(
-        request, _DEVICES, {}, "device_id", lambda r: sta.thing(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+async def things(request: Request, _: CatalogReader, options: Options) -> Collection:
+    return await _collection(request, _DEVICES, {}, "device_id", sta.thing, options)
 
 
 @router.get("/Things('{thing_id}')", summary="One Thing")
@@ -140,28 +170,18 @@ async def thing_locations(request: Request, _: CatalogReader, thing_id: Text) ->
 
 @router.get("/Things('{thing_id}')/Datastreams", summary="A Thing's Datastreams")
 async def thing_datastreams(
-    request: Request, _: CatalogReader, thing_id: Text, top: Top = 100, skip: Skip = 0,
-    count: Count = False, orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
+    request: Request, _: CatalogReader, thing_id: Text, options: Options
+) -> Collection:
+    select = _STREAMS + " WHERE s.device_id = %(id)s"
     return await _collection(
-        request, _STREAMS + " WHERE s.device_id = %(id)s", {"id": thing_id}, "stream_id",
-        lambda r: sta.datastream(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+        request, select, {"id": thing_id}, "stream_id", sta.datastream, options
+    )
 
 
 @router.get("/Locations", summary="Locations: where the devices stand")
-async def locations(
-    request: Request, _: CatalogReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
-    return await _collection(
-        request, _DEVICES + " WHERE lat IS NOT NULL AND lon IS NOT NULL", {}, "device_id",
-        lambda r: sta.location(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+async def locations(request: Request, _: CatalogReader, options: Options) -> Collection:
+    select = _DEVICES + " WHERE lat IS NOT NULL AND lon IS NOT NULL"
+    return await _collection(request, select, {}, "device_id", sta.location, options)
 
 
 @router.get("/Locations('{location_id}')", summary="One Location")
@@ -183,16 +203,9 @@ async def location_things(request: Request, _: CatalogReader, location_id: Text)
 
 
 @router.get("/Sensors", summary="Sensors: each device's instruments")
-async def sensors(
-    request: Request, _: CatalogReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
+async def sensors(request: Request, _: CatalogReader, options: Options) -> Collection:
     select = f"SELECT *, device_id || ':' || sensor AS sensor_id FROM ({_SENSORS}) x"  # noqa: S608
-    return await _collection(
-        request, select, {}, "sensor_id", lambda r: sta.sensor(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+    return await _collection(request, select, {}, "sensor_id", sta.sensor, options)
 
 
 def _split_sensor(sensor_id: str) -> dict[str, object]:
@@ -223,15 +236,11 @@ async def sensor_datastreams(request: Request, _: CatalogReader, sensor_id: Text
 
 
 @router.get("/ObservedProperties", summary="ObservedProperties: the metrics")
-async def observed_properties(
-    request: Request, _: CatalogReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
-    return await _collection(
-        request, _METRICS, {}, "metric", lambda r: sta.observed_property(base, r["metric"]),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+async def observed_properties(request: Request, _: CatalogReader, options: Options) -> Collection:
+    def build(base: str, row: dict[str, Any]) -> dict[str, Any]:
+        return sta.observed_property(base, row["metric"])
+
+    return await _collection(request, _METRICS, {}, "metric", build, options)
 
 
 @router.get("/ObservedProperties('{metric}')", summary="One ObservedProperty")
@@ -242,30 +251,18 @@ async def observed_property(request: Request, _: CatalogReader, metric: Text) ->
 
 @router.get("/ObservedProperties('{metric}')/Datastreams", summary="Datastreams of a metric")
 async def observed_property_datastreams(
-    request: Request, _: CatalogReader, metric: Text, top: Top = 100, skip: Skip = 0,
-    count: Count = False, orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
-    return await _collection(
-        request, _STREAMS + " WHERE s.metric = %(m)s", {"m": metric}, "stream_id",
-        lambda r: sta.datastream(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+    request: Request, _: CatalogReader, metric: Text, options: Options
+) -> Collection:
+    select = _STREAMS + " WHERE s.metric = %(m)s"
+    return await _collection(request, select, {"m": metric}, "stream_id", sta.datastream, options)
 
 
 # ---- Datastreams -----------------------------------------------------------------------------
 
 
 @router.get("/Datastreams", summary="Datastreams: one per sensor stream")
-async def datastreams(
-    request: Request, _: CatalogReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    base = _base(request)
-    return await _collection(
-        request, _STREAMS, {}, "stream_id", lambda r: sta.datastream(base, r),
-        top=top, skip=skip, count=count, orderby=orderby, filter_=filter_,
-    )  # fmt: skip
+async def datastreams(request: Request, _: CatalogReader, options: Options) -> Collection:
+    return await _collection(request, _STREAMS, {}, "stream_id", sta.datastream, options)
 
 
 async def _stream_row(request: Request, stream_id: int) -> dict[str, Any]:
@@ -310,38 +307,28 @@ async def datastream_property(
 
 
 @router.get("/Observations", summary="Observations: every reading")
-async def observations(
-    request: Request, _: HistoryReader, top: Top = 100, skip: Skip = 0, count: Count = False,
-    orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
-    return await _observations(request, None, top, skip, count, orderby, filter_)
+async def observations(request: Request, _: HistoryReader, options: Options) -> Collection:
+    return await _observations(request, None, options)
 
 
 @router.get("/Datastreams({stream_id})/Observations", summary="A Datastream's Observations")
 async def datastream_observations(
-    request: Request, _: HistoryReader, stream_id: StreamId, top: Top = 100, skip: Skip = 0,
-    count: Count = False, orderby: OrderBy = None, filter_: Filter = None,
-) -> Collection:  # fmt: skip
+    request: Request, _: HistoryReader, stream_id: StreamId, options: Options
+) -> Collection:
     await _stream_row(request, stream_id)  # 404 for an unknown Datastream
-    return await _observations(request, stream_id, top, skip, count, orderby, filter_)
+    return await _observations(request, stream_id, options)
 
 
 async def _observations(
-    request: Request,
-    stream_id: int | None,
-    top: int,
-    skip: int,
-    count: bool,
-    orderby: str | None,
-    filter_: str | None,
+    request: Request, stream_id: int | None, options: QueryOptions
 ) -> Collection:
-    conditions = sta.parse_filter(filter_) if filter_ else []
-    _, direction = sta.parse_orderby(orderby or "phenomenonTime", ("phenomenonTime",
-                                                                   "resultTime"))  # fmt: skip
+    conditions = sta.parse_filter(options.filter) if options.filter else []
+    ordering = options.orderby or "phenomenonTime"
+    _, direction = sta.parse_orderby(ordering, ("phenomenonTime", "resultTime"))
     where: list[sql.Composable] = [
         sql.SQL("(%(stream)s::integer IS NULL OR stream_id = %(stream)s)")
     ]
-    params: dict[str, object] = {"stream": stream_id, "top": top + 1, "skip": skip}
+    params: dict[str, object] = {"stream": stream_id}
     for index, condition in enumerate(conditions):
         where.append(sql.SQL("ts {} {}").format(
             sql.SQL(condition.operator), sql.Placeholder(f"t{index}")
@@ -352,20 +339,13 @@ async def _observations(
         "SELECT stream_id, ts, value FROM readings WHERE {} ORDER BY ts {}, stream_id {}"
         " LIMIT %(top)s OFFSET %(skip)s"
     ).format(clause, sql.SQL(direction.upper()), sql.SQL(direction.upper()))
-    rows = await db.fetch(request, query, params)
+    counting = sql.SQL("SELECT count(*) AS n FROM readings WHERE {}").format(clause)
     base = _base(request)
-    body: Collection = {}
-    if count:
-        counted = await db.fetch(
-            request, sql.SQL("SELECT count(*) AS n FROM readings WHERE {}").format(clause), params
-        )
-        body["@iot.count"] = int(counted[0]["n"])
-    body["value"] = [
-        sta.observation(base, row["stream_id"], row["ts"], row["value"]) for row in rows[:top]
-    ]
-    if 0 < top < len(rows):  # $top=0 asks for no entities: a next page would be this one
-        body["@iot.nextLink"] = _next_link(request, top, skip)
-    return body
+
+    def build(row: dict[str, Any]) -> dict[str, Any]:
+        return sta.observation(base, row["stream_id"], row["ts"], row["value"])
+
+    return await _page(request, query, counting, params, build, options)
 
 
 @router.get("/Observations('{observation_id}')", summary="One Observation")
