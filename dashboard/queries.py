@@ -1,15 +1,25 @@
-"""Parameterised, read-only SQL returning DataFrames: the dashboard's only database access.
+"""The pages' reads: parameterised SQL returning frames, rows and arrays.
 
-Callbacks reach the pool through the Flask app serving them, so nothing here runs at import.
+Pages call these and the figures, never SQL of their own. What the control room records
+(sign-ins, accounts, acknowledgements) is written by :mod:`dashboard.accounts` and
+:mod:`dashboard.alert_actions` on :func:`writer`. Callbacks reach the pools through the Flask app
+serving them, so nothing here runs at import.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import psycopg
 from flask import current_app
+from numpy.typing import NDArray
 from psycopg_pool import ConnectionPool
+
+from history.query import Answer, GroupBy, aggregate
 
 POOL_KEY = "smartcity.pool"
 READ_POOL_KEY = "smartcity.read_pool"
@@ -148,3 +158,141 @@ SELECT d.site, d.device_id, l.value AS fill, ds.state, ds.saved_at
 def filling_bins(from_percent: float, *, db: ConnectionPool | None = None) -> pd.DataFrame:
     """Bins at least ``from_percent`` full with the detectors' last checkpoint of them."""
     return _frame(_FILLING_BINS, {"from": from_percent}, db=db)
+
+
+# ---- Admin ----------------------------------------------------------------------------------
+
+_ACCOUNTS = """
+SELECT name, role,
+       CASE WHEN totp_secret IS NULL THEN 'password' ELSE 'password + TOTP' END,
+       last_login_at,
+       CASE WHEN disabled_at IS NOT NULL THEN 'disabled'
+            WHEN locked_until > now() THEN 'locked' ELSE 'active' END
+  FROM users ORDER BY name
+"""
+
+
+def accounts(*, db: ConnectionPool | None = None) -> list[tuple[Any, ...]]:
+    """Every account: name, role, how it logs in, last login, state (never a hash or secret)."""
+    with (db or pool()).connection() as conn:
+        return conn.execute(_ACCOUNTS).fetchall()
+
+
+def audit_entries(limit: int, *, db: ConnectionPool | None = None) -> list[tuple[Any, ...]]:
+    """The newest ``limit`` audit entries: when, who, what, details (JSON text)."""
+    with (db or pool()).connection() as conn:
+        return conn.execute(
+            "SELECT at, actor, action, detail::text FROM audit_log ORDER BY entry_id DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+
+
+# ---- Fleet ----------------------------------------------------------------------------------
+
+_SITE_AND_SENSORS = """
+SELECT d.site, array_agg(DISTINCT s.sensor) FILTER (WHERE s.sensor IS NOT NULL)
+  FROM devices d LEFT JOIN streams s USING (device_id)
+ WHERE d.device_id = %s
+ GROUP BY d.site
+"""
+
+
+def site_and_sensors(
+    device: str, *, db: ConnectionPool | None = None
+) -> tuple[str, list[str]] | None:
+    """A device's district and the names of its sensors; None for an unknown device."""
+    with (db or pool()).connection() as conn:
+        row = conn.execute(_SITE_AND_SENSORS, (device,)).fetchone()
+    return None if row is None else (str(row[0]), [str(s) for s in row[1] or []])
+
+
+# ---- Sensor ---------------------------------------------------------------------------------
+
+_DEVICE_STREAMS = """
+SELECT s.stream_id, s.device_id, s.sensor, s.metric, s.unit, d.name, d.site, d.family,
+       d.lat, d.lon, d.last_seen, d.state, d.status->>'software' AS software
+  FROM streams s JOIN devices d USING (device_id)
+ WHERE d.device_id = coalesce(%(device)s,
+                              (SELECT device_id FROM streams WHERE stream_id = %(stream)s))
+ ORDER BY s.stream_id
+"""
+
+
+def device_streams(
+    device: str | None, stream: int | None, *, db: ConnectionPool | None = None
+) -> list[dict[str, Any]]:
+    """The streams of ``device``, or of the device of ``stream``, with the device's details."""
+    with (db or pool()).connection() as conn, conn.cursor() as cur:
+        cur.execute(_DEVICE_STREAMS, {"device": device, "stream": stream})
+        names = [c.name for c in cur.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def readings_since(
+    stream_id: int, since: datetime, *, db: ConnectionPool | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """A stream's readings from ``since`` on: epoch microseconds and values, oldest first."""
+    with (db or pool()).connection() as conn:
+        rows = conn.execute(
+            "SELECT ts, value FROM readings WHERE stream_id = %s AND ts >= %s ORDER BY ts",
+            (stream_id, since),
+        ).fetchall()
+    ts = np.array([int(r[0].timestamp() * 1_000_000) for r in rows], dtype=np.int64)
+    return ts, np.array([float(r[1]) for r in rows], dtype=np.float64)
+
+
+def stream_metric(stream_id: int, *, db: ConnectionPool | None = None) -> str:
+    """The metric a stream measures ("" for an unknown stream)."""
+    with (db or pool()).connection() as conn:
+        row = conn.execute(
+            "SELECT metric FROM streams WHERE stream_id = %s", (stream_id,)
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+# ---- History --------------------------------------------------------------------------------
+
+
+async def history(
+    url: str,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    group_by: GroupBy,
+    sites: list[str] | None,
+    devices: list[str],
+) -> Answer:
+    """``metric`` over a range, by district, stream or kind, as the planner API answers it.
+
+    ``devices`` (when given) narrows it to their streams; grouped by stream, the groups are
+    named "device sensor", as people read them, instead of stream numbers. Runs on a
+    connection of its own to ``url``, since :func:`history.query.aggregate` is asynchronous.
+    """
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        streams = None
+        if devices:
+            cursor = await conn.execute(
+                "SELECT stream_id FROM streams WHERE device_id = ANY(%s) AND metric = %s",
+                (devices, metric),
+            )
+            streams = [int(str(row[0])) for row in await cursor.fetchall()]
+        answer = await aggregate(
+            conn, start=start, end=end, bucket=bucket, group_by=group_by, metrics=[metric],
+            sites=sites, stream_ids=streams,
+        )  # fmt: skip
+        if group_by != "stream":
+            return answer
+        cursor = await conn.execute(
+            "SELECT stream_id::text, device_id || ' ' || sensor FROM streams"
+            " WHERE stream_id = ANY(%s::integer[])",
+            ([int(g) for g in {r.group for r in answer.rows} | set(answer.gaps)],),
+        )
+        names = {str(a): str(b) for a, b in await cursor.fetchall()}
+    return replace(
+        answer,
+        rows=[replace(r, group=names.get(r.group, r.group)) for r in answer.rows],
+        gaps={names.get(g, g): runs for g, runs in answer.gaps.items()},
+        groups=[names.get(g, g) for g in answer.groups],
+    )

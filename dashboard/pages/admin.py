@@ -78,21 +78,9 @@ def register(app: Dash) -> None:
     )
     def refresh(_: int, __: int | None) -> tuple[html.Table, html.Table]:
         """The accounts (never a hash or a secret) and the newest audit entries."""
-        with queries.pool().connection() as conn:
-            users = conn.execute(
-                "SELECT name, role, CASE WHEN totp_secret IS NULL THEN 'password' ELSE"
-                " 'password + TOTP' END, last_login_at, CASE WHEN disabled_at IS NOT NULL THEN"
-                " 'disabled' WHEN locked_until > now() THEN 'locked' ELSE 'active' END"
-                " FROM users ORDER BY name"
-            ).fetchall()
-            audit = conn.execute(
-                "SELECT at, actor, action, detail::text FROM audit_log"
-                " ORDER BY entry_id DESC LIMIT %s",
-                (AUDIT_ROWS,),
-            ).fetchall()
         return (
-            _table(("Name", "Role", "Login", "Last login", "State"), users, "users"),
-            _table(("When", "Who", "What", "Details"), audit, "audit"),
+            _table(("Name", "Role", "Login", "Last login", "State"), queries.accounts(), "users"),
+            _table(("When", "Who", "What", "Details"), queries.audit_entries(AUDIT_ROWS), "audit"),
         )
 
     @app.callback(

@@ -125,16 +125,10 @@ def _cells(row: dict[str, Any], found: list[str], now: datetime) -> list[html.Td
 
 def _send_configuration(device: str, document: str) -> str:
     """Validate, publish and audit; the outcome in words."""
-    with queries.pool().connection() as conn:
-        row = conn.execute(
-            "SELECT d.site, array_agg(DISTINCT s.sensor) FILTER (WHERE s.sensor IS NOT NULL)"
-            " FROM devices d LEFT JOIN streams s USING (device_id) WHERE d.device_id = %s"
-            " GROUP BY d.site",
-            (device,),
-        ).fetchone()
-    if row is None:
+    found = queries.site_and_sensors(device)
+    if found is None:
         return f"No device {device!r}."
-    site, sensors = str(row[0]), list(row[1] or [])
+    site, sensors = found
     payload = document.encode()
     try:
         remote = remote_config.validated(payload, sensors)

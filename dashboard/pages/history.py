@@ -9,14 +9,12 @@ import asyncio
 import csv
 import io
 import re
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dash
 import plotly.graph_objects as go
-import psycopg
 from dash import Dash, Input, Output, State, dcc, html
 from flask import current_app
 
@@ -24,7 +22,7 @@ from dashboard import ids, queries, security
 from dashboard.attributes import attrs
 from edge.metrics import METRICS
 from history.decimate import lttb
-from history.query import Answer, GroupBy, QueryError, aggregate
+from history.query import Answer, GroupBy, QueryError
 
 RANGES = {"24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30),
           "365d": timedelta(days=365)}  # fmt: skip
@@ -108,36 +106,12 @@ def _answer(
     group_by: GroupBy = group if group in ("site", "stream", "family") else "site"  # type: ignore[assignment]
     url = current_app.extensions["smartcity.settings"].reads_url
 
-    chosen = _device_ids(devices)
-
-    async def run() -> Answer:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            streams = None
-            if chosen:
-                cursor = await conn.execute(
-                    "SELECT stream_id FROM streams WHERE device_id = ANY(%s) AND metric = %s",
-                    (chosen, metric),
-                )
-                streams = [int(str(row[0])) for row in await cursor.fetchall()]
-            answer = await aggregate(conn, start=start, end=end, bucket=step, group_by=group_by,
-                                     metrics=[metric], sites=sites or None,
-                                     stream_ids=streams)  # fmt: skip
-            if group_by != "stream":
-                return answer
-            cursor = await conn.execute(  # people read "aq-0001 aq", not a stream number
-                "SELECT stream_id::text, device_id || ' ' || sensor FROM streams"
-                " WHERE stream_id = ANY(%s::integer[])",
-                ([int(g) for g in {r.group for r in answer.rows} | set(answer.gaps)],),
-            )
-            names = {str(a): str(b) for a, b in await cursor.fetchall()}
-            return replace(
-                answer,
-                rows=[replace(r, group=names.get(r.group, r.group)) for r in answer.rows],
-                gaps={names.get(g, g): runs for g, runs in answer.gaps.items()},
-                groups=[names.get(g, g) for g in answer.groups],
-            )
-
-    return asyncio.run(run())
+    return asyncio.run(
+        queries.history(
+            url, metric=metric, start=start, end=end, bucket=step, group_by=group_by,
+            sites=sites or None, devices=_device_ids(devices),
+        )
+    )  # fmt: skip
 
 
 def register(app: Dash) -> None:

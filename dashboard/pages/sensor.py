@@ -28,31 +28,7 @@ CHART_POINTS = 2000
 
 
 def _streams(device: str | None, stream: str | None) -> list[dict[str, Any]]:
-    with queries.pool().connection() as conn:
-        rows = conn.execute(
-            "SELECT s.stream_id, s.device_id, s.sensor, s.metric, s.unit, d.name, d.site,"
-            " d.family, d.lat, d.lon, d.last_seen, d.state, d.status->>'software'"
-            " FROM streams s JOIN devices d USING (device_id)"
-            " WHERE d.device_id = coalesce(%(device)s, (SELECT device_id FROM streams"
-            "   WHERE stream_id = %(stream)s)) ORDER BY s.stream_id",
-            {"device": device, "stream": int(stream) if stream and stream.isdigit() else None},
-        ).fetchall()
-    names = (
-        "stream_id",
-        "device_id",
-        "sensor",
-        "metric",
-        "unit",
-        "name",
-        "site",
-        "family",
-        "lat",
-        "lon",
-        "last_seen",
-        "state",
-        "software",
-    )
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    return queries.device_streams(device, int(stream) if stream and stream.isdigit() else None)
 
 
 def layout(device: str | None = None, stream: str | None = None, **_: object) -> html.Div:
@@ -121,16 +97,6 @@ def layout(device: str | None = None, stream: str | None = None, **_: object) ->
 dash.register_page(  # type: ignore[no-untyped-call]
     __name__, path="/sensor", name="Sensor", title="Sensor", layout=layout
 )
-
-
-def _readings(stream_id: int, since: datetime) -> tuple[np.ndarray, np.ndarray]:
-    with queries.pool().connection() as conn:
-        rows = conn.execute(
-            "SELECT ts, value FROM readings WHERE stream_id = %s AND ts >= %s ORDER BY ts",
-            (stream_id, since),
-        ).fetchall()
-    ts = np.array([int(r[0].timestamp() * 1_000_000) for r in rows], dtype=np.int64)
-    return ts, np.array([float(r[1]) for r in rows], dtype=np.float64)
 
 
 def _gaps(ts: np.ndarray, start_us: int, end_us: int, cadence_us: float) -> list[str]:
@@ -234,15 +200,11 @@ def register(app: Dash) -> None:
             raise dash.exceptions.PreventUpdate
         now = datetime.now(UTC)
         window = RANGES.get(span, RANGES["24h"])
-        ts, values = _readings(int(stream_id), now - window - LEARNING)
+        ts, values = queries.readings_since(int(stream_id), now - window - LEARNING)
         signature = hashlib.sha256(f"{stream_id}:{span}:{ts[-1:]}".encode()).hexdigest()[:16]
         if signature == shown:
             return dash.no_update, dash.no_update, shown
-        with queries.pool().connection() as conn:
-            metric_row = conn.execute(
-                "SELECT metric FROM streams WHERE stream_id = %s", (stream_id,)
-            ).fetchone()
-        metric = str(metric_row[0]) if metric_row else ""
+        metric = queries.stream_metric(int(stream_id))
         start_us = int((now - window).timestamp() * 1e6)
         if ts.size == 0:
             return go.Figure(), html.P("No readings in this range."), signature
