@@ -21,7 +21,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from ingest.columns import PG_EPOCH_US
+from edge.timestamps import PG_EPOCH_US
+from history.errors import HistoryError
 
 Resolution = Literal["raw", "1m", "1h", "1d"]
 Format = Literal["csv", "parquet"]
@@ -42,7 +43,7 @@ _ROLLUP: Final = (
 _TABLES: Final = {"raw": "readings", "1m": "rollup_1m", "1h": "rollup_1h", "1d": "rollup_1d"}
 
 
-class ExportError(ValueError):
+class ExportError(HistoryError, ValueError):
     """An export that cannot be made as asked."""
 
 

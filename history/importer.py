@@ -19,15 +19,16 @@ from typing import Final
 
 import psycopg
 
+from edge.timestamps import to_us
+from history.errors import HistoryError
 from ingest import rollups
 from ingest.columns import Columns
-from ingest.validate import to_us
 
 REQUIRED: Final = ("ts", "device", "sensor", "metric", "unit", "value")
 CHUNK_ROWS: Final = 50_000
 
 
-class BackfillError(ValueError):
+class BackfillError(HistoryError, ValueError):
     """The file cannot be imported at all (unreadable, or the wrong columns)."""
 
 

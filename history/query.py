@@ -29,8 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
+from edge.timestamps import whole_hours
 from history.buckets import DAY, BucketError, BucketRule, local_midnight
-from ingest.schema.zone import whole_hours
+from history.errors import HistoryError
 
 Aggregate = Literal["mean", "min", "max", "count", "sum", "last"]
 GroupBy = Literal["stream", "site", "family", "metric"]
@@ -41,7 +42,7 @@ MAX_CELLS: Final = 1_000_000  # buckets x groups; a longer answer is an export, 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class QueryError(ValueError):
+class QueryError(HistoryError, ValueError):
     """A query that cannot be answered as asked, with what would be."""
 
 

@@ -12,9 +12,9 @@ from array import array
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.timestamps import PG_EPOCH_US
 from processing.hook import ReadingColumns
 
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix µs
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _TRAILER = b"\xff\xff"
 _ROW = np.dtype(

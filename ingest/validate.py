@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import orjson
@@ -27,6 +27,7 @@ from edge.contract import (
     scan_readings,
 )
 from edge.metrics import METRICS
+from edge.timestamps import from_us, to_us
 from edge.topics import DeviceTopic, parse_topic
 
 PAYLOAD_EXCERPT_BYTES = 1_024
@@ -96,27 +97,11 @@ class Limits:
         return cls(timedelta(seconds=max_future_s), timedelta(seconds=max_past_s))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def to_us(ts: datetime) -> int:
-    """Microseconds since the Unix epoch (ingest's timestamps on the hot path).
-
-    Examples:
-        >>> to_us(datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
-        1000000
-    """
-    return (ts - _EPOCH) // _MICROSECOND
-
-
-def from_us(us: int) -> datetime:
-    """The datetime of :func:`to_us` microseconds."""
-    return _EPOCH + timedelta(microseconds=us)
-
-
 def _parse_us(text: str) -> int:
     return to_us(canonical_ts(text))
+
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 # One checked reading on the hot path: (index, sensor, metric, value, ts in microseconds).

@@ -9,11 +9,12 @@ the rollup refresher's lock, so no reader ever sees days of two zones.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
+
+from edge.timestamps import whole_hours
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,6 @@ _REBUILD = sql.SQL(
     " max(high), max(last_ts), (array_agg(last_value ORDER BY last_ts DESC))[1]"
     " FROM {source} GROUP BY 1, 2"
 )
-
-
-def whole_hours(zone: ZoneInfo, *moments: datetime) -> bool:
-    """Whether ``zone`` is a whole number of hours from UTC at ``moments``.
-
-    By default at this year's winter and summer. Then its local days and hours are made of whole
-    UTC hours: the hourly rollup fits them.
-    """
-    if not moments:
-        year = datetime.now(UTC).year
-        moments = (datetime(year, 1, 15, tzinfo=UTC), datetime(year, 7, 15, tzinfo=UTC))
-    return all(
-        (m.astimezone(zone).utcoffset() or timedelta(0)) % timedelta(hours=1) == timedelta(0)
-        for m in moments
-    )
 
 
 def day_source(zone: ZoneInfo) -> str:

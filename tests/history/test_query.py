@@ -11,13 +11,13 @@ import numpy as np
 import psycopg
 import pytest
 
+from edge.timestamps import to_us
 from history.buckets import BucketRule
 from history.decimate import lttb
 from history.query import QueryError, aggregate, pick_level
 from ingest import rollups
 from ingest.columns import Columns
 from ingest.service import Pool, open_pool
-from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
 from tests.ingest.helpers import register
 from tests.services.handles import Database

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.timestamps import to_us
 from history.buckets import BucketRule
 from history.query import Row, aggregate
 from ingest import rollups
 from ingest.columns import Columns
 from ingest.schema.zone import set_city_zone
 from ingest.service import Pool, open_pool
-from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
 from tests.ingest.helpers import register
 from tests.services.handles import Database

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from edge.timestamps import to_us
 from edge.topics import telemetry_topic
 from ingest import rollups
 from ingest.columns import Columns
 from ingest.schema.zone import city_zone, set_city_zone
 from ingest.service import Pool
-from ingest.validate import to_us
 from ingest.writer import PostgresStore, WriteBatch
 from tests.ingest.helpers import batch_payload, publish_all, recent, register, stored_keys
 from tests.ingest.running import eventually, ingest_config, running_ingest

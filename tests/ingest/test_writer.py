@@ -8,9 +8,10 @@ import psycopg
 import pytest
 
 from edge.contract import Status
+from edge.timestamps import to_us
 from ingest.columns import Columns
 from ingest.service import Pool
-from ingest.validate import Rejection, to_us
+from ingest.validate import Rejection
 from ingest.writer import LiveState, PostgresStore, WriteBatch
 from processing.feed import PartitionMap, decode, partition_of
 from tests.ingest.helpers import stored_keys
