@@ -22,13 +22,15 @@ from typing import Final, Literal
 
 import psycopg
 
+from api.errors import ApiError
+
 Role = Literal["planner", "operator", "technician", "admin"]
 ROLES: Final[tuple[Role, ...]] = ("planner", "operator", "technician", "admin")
 _SHAPE: Final = re.compile(r"sct_([1-9][0-9]{0,9})_([A-Za-z0-9_-]{43})")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-class TokenError(ValueError):
+class TokenError(ApiError, ValueError):
     """A token that cannot be made or revoked as asked."""
 
 

@@ -28,6 +28,8 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from dashboard.errors import ControlRoomError
+
 Role = Literal["operator", "technician", "planner", "admin"]
 ROLES: Final[tuple[Role, ...]] = ("operator", "technician", "planner", "admin")
 SECOND_FACTOR_ROLES: Final = frozenset({"operator", "admin"})
@@ -40,7 +42,7 @@ _DUMMY_HASH: Final = _HASHER.hash(secrets.token_urlsafe(16))
 Connection = psycopg.Connection[tuple[object, ...]]
 
 
-class AccountError(ValueError):
+class AccountError(ControlRoomError, ValueError):
     """An account change that cannot be made as asked."""
 
 

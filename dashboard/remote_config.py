@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from dashboard.config import DashboardConfig
+from dashboard.errors import ControlRoomError
 from edge.errors import ConfigError
 from edge.remote import RemoteConfig, parse_remote
 from edge.topics import device_topic
@@ -24,7 +25,7 @@ from edge.topics import device_topic
 TIMEOUT_S = 10.0
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ControlRoomError, RuntimeError):
     """The broker could not be reached or did not confirm the message."""
 
 

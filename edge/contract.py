@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final, Literal, TypeVar
 
+from edge.errors import EdgeError
 from edge.metrics import METRICS
 
 SCHEMA_VERSION: Final = 1
@@ -72,7 +73,7 @@ class Reason(StrEnum):
     BAD_STATE = "bad_state"
 
 
-class ContractError(ValueError):
+class ContractError(EdgeError, ValueError):
     """A payload or value that breaks the contract.
 
     Attributes:

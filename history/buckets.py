@@ -31,12 +31,14 @@ from zoneinfo import ZoneInfo
 
 from psycopg import sql
 
+from history.errors import HistoryError
+
 DAY: Final = timedelta(days=1)
 MAX_DAYS: Final = 36_600  # a century: longer buckets leave the calendar's range
 _MONDAY: Final = date(1970, 1, 5)
 
 
-class BucketError(ValueError):
+class BucketError(HistoryError, ValueError):
     """A bucket the rule cannot place."""
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from edge.metrics import METRICS
+from history.errors import HistoryError
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 OBSERVATION_TYPE: Final = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
@@ -37,7 +38,7 @@ _UNIT_NAMES: Final = {
 }  # fmt: skip
 
 
-class SensorThingsError(ValueError):
+class SensorThingsError(HistoryError, ValueError):
     """A query option this view does not support, or cannot read."""
 
 

@@ -26,6 +26,7 @@ from edge.contract import ContractError, JsonLoads, Reason, Status, decode_statu
 from edge.metrics import METRICS
 from edge.topics import parse_topic
 from ingest.columns import Columns
+from ingest.errors import IngestError
 from ingest.metrics import IngestMetrics, PipelineStats
 from ingest.mqtt import Message
 from ingest.registry import SiteDirectory
@@ -503,7 +504,7 @@ class Pipeline:
                 self._live.seen.setdefault(device, seen)
 
 
-class _GivingUpError(Exception):
+class _GivingUpError(IngestError):
     """Stopping while the database is unreachable: leave the rest with the broker."""
 
 

@@ -21,6 +21,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from processing.errors import DetectionError
 from processing.kinds import Severity
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Outbox(Protocol):
         ...
 
 
-class AlertError(Exception):
+class AlertError(DetectionError):
     """An operator action that cannot be done (unknown alert, already resolved...)."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from processing.alerts import AlertStore, Opening, Pool
 from processing.clock import ReadingsClock
+from processing.errors import DetectionError
 from processing.explain import DEFAULT_ZONE, explain
 from processing.hook import BatchHook, ReadingColumns
 from processing.kinds import Kind, severity
@@ -249,7 +250,7 @@ async def describe_streams(pool: Pool, stream_ids: list[int] | None = None) -> l
     ]
 
 
-class PartitionLostError(Exception):
+class PartitionLostError(DetectionError):
     """Another worker owns the feed partition now: this worker's state of it is stale."""
 
     def __init__(self, partition: int) -> None:

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smartcity.errors import CommandError
+
 if TYPE_CHECKING:  # the command line loads paho only for the commands that publish
     from edge.publisher import BrokerSettings
 
 
-class BrokerArgumentError(ValueError):
+class BrokerArgumentError(CommandError, ValueError):
     """A broker option that cannot be used as given."""
 
 

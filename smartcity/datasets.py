@@ -26,6 +26,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from processing.streams import StreamInfo
+from smartcity.errors import CommandError
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 BEIJING_ZONE: Final = "Asia/Shanghai"
@@ -41,7 +42,7 @@ BEIJING_METRICS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(CommandError, FileNotFoundError):
     """The shared real data is not where it is looked for."""
 
 

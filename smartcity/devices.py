@@ -25,13 +25,14 @@ import psycopg
 from edge.contract import is_valid_id
 from edge.metrics import FAMILIES
 from smartcity.broker_passwords import PasswordFile, new_password
+from smartcity.errors import CommandError
 
 # Service accounts of the broker's ACL (deploy/mosquitto/acl): a device by one of these names
 # would get that service's rights.
 RESERVED: Final = frozenset({"ingest", "dashboard", "admin", "simulator"})
 
 
-class DeviceAdminError(Exception):
+class DeviceAdminError(CommandError):
     """A request the registry refuses, with what to do instead."""
 
 

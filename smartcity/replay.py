@@ -35,13 +35,14 @@ from edge.publisher import BrokerSettings, Publisher
 from ingest.registry import DeviceRecord
 from processing.streams import StreamInfo
 from smartcity.datasets import RealSeries
+from smartcity.errors import CommandError
 
 log = logging.getLogger("smartcity.replay")
 
 WEEK_US = 7 * 86_400 * 1_000_000
 
 
-class ReplayError(ValueError):
+class ReplayError(CommandError, ValueError):
     """The replay cannot start or cannot go on: a bad source, mapping or broker."""
 
 

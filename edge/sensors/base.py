@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from edge.contract import Reading
+from edge.errors import EdgeError
 
 
-class SensorError(Exception):
+class SensorError(EdgeError):
     """A driver could not produce a reading this time (timeout, bad frame, bus error).
 
     The agent reports it in the device status and tries again later; other sensors carry on.

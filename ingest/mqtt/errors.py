@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ingest.errors import IngestError
+
 # MQTT 5 reason codes the client sends in its own DISCONNECT when the broker breaks the protocol.
 MALFORMED_PACKET = 0x81
 PROTOCOL_ERROR = 0x82
@@ -69,7 +71,7 @@ def reason_text(code: int, protocol: int) -> str:
     return f"{table.get(code, 'reason')} (0x{code:02x})"
 
 
-class MqttError(Exception):
+class MqttError(IngestError):
     """The connection failed, was refused or was lost; the message says why."""
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import psycopg
 
+from ingest.errors import IngestError
 from ingest.schema.zone import set_city_zone
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ REPEATABLE = ("grants",)  # run in this order after the numbered migrations
 _LOCK_KEY = 0x5C17_0001  # an arbitrary constant that names "smartcity schema migrations"
 
 
-class MigrationError(RuntimeError):
+class MigrationError(IngestError, RuntimeError):
     """The schema cannot be brought up to date (edited migration, missing extension...)."""
 
 
