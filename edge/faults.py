@@ -2,7 +2,8 @@
 
 The fleet simulator wraps each device's simulated sensors so that planned faults alter what they
 report: a spike, a stuck value, a slow drift, a dropout, a bin overflowing, traffic congestion;
-and takes whole devices offline for a while. Every fault is written to a labels file (JSON
+takes whole devices offline for a while, or unsynchronises their clocks (``clock``, never drawn
+by :func:`plan_faults`: scripted only). Every fault is written to a labels file (JSON
 lines) so detectors can be scored against the truth.
 
 Examples:
@@ -26,7 +27,9 @@ from typing import Literal
 from edge.contract import Reading, format_ts
 from edge.sensors.base import Sensor
 
-FaultKind = Literal["spike", "stuck", "drift", "dropout", "offline", "overflow", "congestion"]
+FaultKind = Literal[
+    "spike", "stuck", "drift", "dropout", "offline", "overflow", "congestion", "clock"
+]
 
 # Which faults make sense for which metric (offline applies to a whole device).
 _TARGETS: dict[str, tuple[FaultKind, ...]] = {
@@ -53,8 +56,9 @@ class Fault:
 
     Attributes:
         device: Device id.
-        sensor: Sensor id (empty for ``offline``).
-        metric: Metric affected (empty for ``offline`` and ``dropout``, which hit the sensor).
+        sensor: Sensor id (empty for ``offline`` and ``clock``).
+        metric: Metric affected (empty for ``offline``, ``clock`` and ``dropout``, which hit
+            the sensor or the device).
         kind: What happens.
         start: First affected acquisition time.
         end: Last affected acquisition time.

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge.agent import AgentSettings, EdgeAgent
+from edge.clock import Clock
 from edge.contract import Batch
 from edge.faults import Fault, FaultySensor, plan_faults, write_labels
 from edge.metrics import FAMILIES, Family
@@ -127,6 +128,21 @@ def plan_fleet_faults(
     return plan_faults(devices, start, duration, per_device_per_hour=per_device_per_hour, seed=seed)
 
 
+def _simulated_clock(faults: Sequence[Fault]) -> Callable[[], bool]:
+    """A simulated device's clock state: synchronised, except during its ``clock`` faults.
+
+    The host's own clock state says nothing of the simulated devices (a laptop without NTP
+    would otherwise show every one of them needing a visit).
+    """
+    unsynced = [f for f in faults if f.kind == "clock"]
+
+    def synchronised() -> bool:
+        now = datetime.now(UTC)
+        return not any(f.active(now) for f in unsynced)
+
+    return synchronised
+
+
 class Fleet:
     """Runs simulated devices against a real broker.
 
@@ -194,6 +210,7 @@ class Fleet:
                 sensors,
                 publisher,
                 MemoryOutbox(),
+                clock=Clock(synchronised=_simulated_clock(own)),
                 on_batch=self._remember if record else None,
             )
             self.agents.append(agent)

@@ -134,3 +134,14 @@ def test_a_thousand_devices_run_in_one_process(broker: BrokerAddress, unique_sit
     devices = {key[0] for key in fleet.published}
     assert len(devices) == 1_000  # every device sampled and the broker acknowledged it all
     assert time.monotonic() - started < 120
+
+
+def test_simulated_devices_report_their_own_clock_not_the_hosts() -> None:
+    # The host may have no NTP; a simulated device is synchronised unless a clock fault says not.
+    specs = plan_fleet(3, seed=2)
+    now = datetime.now(UTC)
+    unsynced = Fault(specs[1].device, "", "", "clock", now - timedelta(minutes=1),
+                     now + timedelta(hours=1))  # fmt: skip
+    fleet = Fleet(specs, BrokerSettings("127.0.0.1", 1), faults=[unsynced])
+    clocks = {a.settings.device: a.status_fields()["clock_synced"] for a in fleet.agents}
+    assert clocks == {specs[0].device: True, specs[1].device: False, specs[2].device: True}
