@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from processing.alerts import Alert, AlertError, AlertStore
+from processing.kinds import Kind
 
 Action = Literal["acknowledge", "resolve", "comment"]
 LIMIT = 200
@@ -56,11 +57,16 @@ def listing(
 
 
 def choices(pool: ConnectionPool) -> dict[str, list[str]]:
-    """The kinds and districts that occur, for the filters."""
+    """Every kind an alert can have (and any other stored), and the districts, for the filters.
+
+    Every kind is offered before any alert of it exists, so an operator can set the filter up
+    for what they watch, and a new city's filter is not empty.
+    """
     with pool.connection() as conn:
-        kinds = [str(r[0]) for r in conn.execute("SELECT DISTINCT kind FROM alerts ORDER BY 1")]
+        stored = [str(r[0]) for r in conn.execute("SELECT DISTINCT kind FROM alerts ORDER BY 1")]
         sites = [str(r[0]) for r in conn.execute("SELECT DISTINCT site FROM devices ORDER BY 1")]
-    return {"kinds": kinds, "sites": sites}
+    known = [kind.slug for kind in Kind]
+    return {"kinds": known + [k for k in stored if k not in known], "sites": sites}
 
 
 def detail(pool: ConnectionPool, alert_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -39,7 +39,7 @@ def _filter(label: str, component_id: str, options: list[str], value: list[str])
 
 
 def layout(**_: object) -> html.Div:
-    """The page; filter choices come from the alerts and districts that exist."""
+    """The page; every alert kind, and the districts that exist, are the filters' choices."""
     choices = alert_actions.choices(queries.pool())
     return html.Div(
         className="page alerts",

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+from dashboard import alert_actions
+from processing.kinds import Kind
 from tests.api.city import plant
 from tests.browser import chromium
 from tests.dashboard.serving import PASSWORD, browser_login, serving
@@ -82,3 +85,9 @@ def test_an_operator_acknowledges_and_resolves_an_alert(timescale_database: Data
     assert events[1:] == [("acknowledged", "operator", "crew on the way"),
                           ("resolved", "operator", "signals retimed")]  # fmt: skip
     assert trail == [("operator", "alert-acknowledge"), ("operator", "alert-resolve")]
+
+
+def test_the_kind_filter_offers_every_kind_before_any_alert_exists(database: Database) -> None:
+    with ConnectionPool(database.dsn, min_size=1, max_size=1, open=True) as pool:
+        offered = alert_actions.choices(pool)["kinds"]
+        assert offered == [kind.slug for kind in Kind]
