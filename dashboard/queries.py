@@ -228,6 +228,30 @@ def device_streams(
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def device_ids(limit: int, *, db: ConnectionPool | None = None) -> list[str]:
+    """Registered device ids in order, at most ``limit`` (for a picker)."""
+    with (db or pool()).connection() as conn:
+        rows = conn.execute(
+            "SELECT device_id FROM devices ORDER BY device_id LIMIT %s", (limit,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def newest_alert_device(*, db: ConnectionPool | None = None) -> str | None:
+    """The device of the newest open alert, else of the newest alert, else the first device."""
+    with (db or pool()).connection() as conn:
+        row = conn.execute(
+            "SELECT device_id FROM ("
+            "  (SELECT device_id, 0 AS rank, opened_at FROM alerts"
+            "    WHERE state <> 'resolved' ORDER BY opened_at DESC LIMIT 1)"
+            "  UNION ALL (SELECT device_id, 1, opened_at FROM alerts"
+            "    ORDER BY opened_at DESC LIMIT 1)"
+            "  UNION ALL (SELECT device_id, 2, NULL FROM devices ORDER BY device_id LIMIT 1)"
+            ") found ORDER BY rank LIMIT 1"
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
 def readings_since(
     stream_id: int, since: datetime, *, db: ConnectionPool | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:

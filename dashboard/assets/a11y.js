@@ -21,8 +21,22 @@
       option.removeAttribute("role");
       option.removeAttribute("aria-selected");
     });
+    // A drop-down's tab stop is a hidden helper input that announces nothing, and its button
+    // is named by the value alone. The button becomes the tab stop, named by the page's label
+    // (an element "<id>-label") and then its value.
+    root.querySelectorAll('.dash-dropdown-focus-target[aria-hidden="true"]').forEach(function (el) {
+      if (el.getAttribute("tabindex") !== "-1") { el.setAttribute("tabindex", "-1"); }
+    });
+    root.querySelectorAll("button.dash-dropdown[id]").forEach(function (button) {
+      if (button.getAttribute("tabindex") !== "0") { button.setAttribute("tabindex", "0"); }
+      var label = document.getElementById(button.id + "-label");
+      var named = label ? label.id + " " + button.id + "-value" : null;
+      if (named && button.getAttribute("aria-labelledby") !== named) {
+        button.setAttribute("aria-labelledby", named);
+      }
+    });
   }
   new MutationObserver(function () { repair(document); })
     .observe(document.documentElement, { childList: true, subtree: true, attributes: true,
-                                         attributeFilter: ["role"] });
+                                         attributeFilter: ["role", "tabindex", "aria-labelledby"] });
 })();

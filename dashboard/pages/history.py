@@ -46,12 +46,16 @@ def auto_bucket(span: timedelta) -> timedelta:
     return timedelta(days=1)
 
 
-def _radio(label: str, component_id: str, options: dict[str, str], value: str) -> html.Fieldset:
-    return html.Fieldset(className="filter", children=[
-        html.Legend(label),
-        dcc.RadioItems(id=component_id, value=value, inline=True, inputClassName="check",
-                       labelClassName="check-label",
-                       options=[{"label": text, "value": key} for key, text in options.items()]),
+def _choice(
+    label: str, component_id: str, options: dict[str, str], value: str | list[str], *,
+    multi: bool = False, placeholder: str = "",
+) -> html.Div:
+    """One labelled drop-down: compact, so the filters take a line and the chart is in view."""
+    return html.Div(className="filter", children=[
+        html.Label(label, htmlFor=component_id, id=f"{component_id}-label"),
+        dcc.Dropdown(id=component_id, value=value, multi=multi, clearable=multi,
+                     placeholder=placeholder,
+                     options=[{"label": text, "value": key} for key, text in options.items()]),
     ])  # fmt: skip
 
 
@@ -62,25 +66,22 @@ def layout(**_: object) -> html.Div:
                for name, m in METRICS.items()}  # fmt: skip
     return html.Div(className="page history", children=[
         html.H2("History"),
-        html.Div(className="filters", children=[
-            _radio("Metric", ids.HISTORY_METRIC, metrics, "pm2_5"),
-            html.Fieldset(className="filter", children=[
-                html.Legend("Districts (none ticked: all)"),
-                dcc.Checklist(id=ids.HISTORY_SITE, options=sites, value=[], inline=True,
-                              inputClassName="check", labelClassName="check-label"),
-            ]),
+        html.Div(className="filters compact", children=[
+            _choice("Metric", ids.HISTORY_METRIC, metrics, "pm2_5"),
+            _choice("Districts", ids.HISTORY_SITE, {s: s for s in sites}, [], multi=True,
+                    placeholder="All districts"),
             html.Div(className="filter", children=[
-                html.Label("Devices (none given: all)", htmlFor=ids.HISTORY_DEVICES),
+                html.Label("Devices", htmlFor=ids.HISTORY_DEVICES),
                 dcc.Input(id=ids.HISTORY_DEVICES, type="text", debounce=True, maxLength=2000,
-                          placeholder="e.g. aq-0001, aq-0002"),
+                          placeholder="All, or e.g. aq-0001, aq-0002"),
             ]),
-            _radio("Range", ids.HISTORY_RANGE, RANGE_LABELS, "7d"),
-            _radio("Bucket", ids.HISTORY_BUCKET, {"auto": "Automatic", "1m": "Minute",
-                                                  "1h": "Hour", "1d": "Day"}, "auto"),
-            _radio("One line per", ids.HISTORY_GROUP, {"site": "District", "stream": "Sensor",
-                                                       "family": "Kind"}, "site"),
+            _choice("Range", ids.HISTORY_RANGE, RANGE_LABELS, "7d"),
+            _choice("Bucket", ids.HISTORY_BUCKET, {"auto": "Automatic", "1m": "Minute",
+                                                   "1h": "Hour", "1d": "Day"}, "auto"),
+            _choice("One line per", ids.HISTORY_GROUP, {"site": "District", "stream": "Sensor",
+                                                        "family": "Kind"}, "site"),
         ]),
-        dcc.Graph(id=ids.HISTORY_CHART, config={"displaylogo": False}, style={"height": "50vh"}),
+        dcc.Graph(id=ids.HISTORY_CHART, config={"displaylogo": False}, className="history-chart"),
         html.Div(id=ids.HISTORY_GAPS, **attrs(role="status", aria_live="polite")),
         html.Button("Export this answer as CSV", id=ids.HISTORY_EXPORT),
         dcc.Download(id=ids.HISTORY_DOWNLOAD),

@@ -31,16 +31,49 @@ def _streams(device: str | None, stream: str | None) -> list[dict[str, Any]]:
     return queries.device_streams(device, int(stream) if stream and stream.isdigit() else None)
 
 
+PICKER_DEVICES = 5_000  # a datalist this long still opens at once; any id can be typed
+
+
+def _picker(device: str | None) -> html.Form:
+    """Another device by id, typed or picked from the list (a plain GET form: no script)."""
+    return html.Form(
+        action="/sensor",
+        method="get",
+        className="picker",
+        children=[
+            html.Label("Device", htmlFor=ids.SENSOR_PICK),
+            dcc.Input(
+                id=ids.SENSOR_PICK, name="device", type="text", value=device or "",
+                list=ids.SENSOR_DEVICES, autoComplete="off",
+            ),
+            html.Datalist(
+                id=ids.SENSOR_DEVICES,
+                children=[html.Option(value=d) for d in queries.device_ids(PICKER_DEVICES)],
+            ),
+            html.Button("Show", type="submit"),
+        ],
+    )  # fmt: skip
+
+
 def layout(device: str | None = None, stream: str | None = None, **_: object) -> html.Div:
-    """The page for ``?device=...`` or ``?stream=...``."""
-    streams = _streams(device, stream)
+    """The page for ``?device=...`` or ``?stream=...``, with a picker for any other device.
+
+    Opened from the menu, it shows the device of the newest alert (or the first device).
+    """
+    if not device and not stream:
+        device = queries.newest_alert_device()
+    streams = _streams(device, stream) if device or stream else []
     if not streams:
         return html.Div(
             className="page sensor",
             children=[
                 html.H2("Sensor"),
+                _picker(device),
                 html.P(
-                    "No such device or stream. Choose one on the Overview, Alerts or Fleet page."
+                    f"No device or stream {device or stream!r}. Pick one above, or from the"
+                    " Overview, Alerts or Fleet page."
+                    if device or stream
+                    else "No devices are registered yet."
                 ),
             ],
         )
@@ -67,6 +100,7 @@ def layout(device: str | None = None, stream: str | None = None, **_: object) ->
         className="page sensor",
         children=[
             html.H2(f"{first['name'] or first['device_id']} ({first['device_id']})"),
+            _picker(first["device_id"]),
             html.Dl(
                 [item for label, value in facts for item in (html.Dt(label), html.Dd(str(value)))],
                 className="facts",

@@ -8,10 +8,18 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from ingest.schema.zone import set_city_zone
 from tests.api.city import plant
-from tests.dashboard.serving import dash_call, serving
+from tests.browser import chromium
+from tests.dashboard.serving import PASSWORD, browser_login, dash_call, serving
+from tests.dashboard.test_alerts_page import screenshot
 from tests.dashboard.test_security import audit
 from tests.services.handles import Database
 
@@ -61,3 +69,62 @@ def test_chosen_devices_by_name_with_their_gap_and_an_audited_export(
         ).fetchone()
     assert detail is not None
     assert detail[0]["devices"] == ["aq-0001", "aq-0002"]
+
+
+CHART_BOX = """
+const box = document.getElementById('history-chart').getBoundingClientRect();
+return [box.top, box.bottom, window.innerHeight];
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("width", "height"), [(1600, 860), (390, 844)])
+def test_the_chart_is_in_the_first_screen(
+    timescale_database: Database, width: int, height: int
+) -> None:
+    plant(timescale_database.dsn)
+    with serving(timescale_database.dsn) as dashboard, chromium() as browser:
+        browser.set_window_size(width, height)
+        browser_login(browser, dashboard.url, "planner", PASSWORD)
+        browser.get(dashboard.url + "/history")
+        WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, "#history-chart .main-svg")))  # fmt: skip
+        top, bottom, screen = browser.execute_script(CHART_BOX)
+        screenshot(browser, f"page-history-{width}x{height}")
+        if width >= 1000:
+            assert bottom <= screen, (top, bottom, screen)  # all of it, unscrolled
+        else:
+            assert top <= screen - 250, (top, bottom, screen)  # a good part of it on a phone
+
+
+@pytest.mark.browser
+def test_the_filters_work_from_the_keyboard_and_are_named(timescale_database: Database) -> None:
+    plant(timescale_database.dsn)
+    with serving(timescale_database.dsn) as dashboard, chromium() as browser:
+        browser_login(browser, dashboard.url, "planner", PASSWORD)
+        browser.get(dashboard.url + "/history")
+        wait = WebDriverWait(browser, 30)
+        wait.until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, "#history-chart .main-svg")))  # fmt: skip
+        metric = browser.find_element(By.ID, "history-metric")
+        wait.until(lambda _: metric.get_attribute("tabindex") == "0")
+        names = browser.execute_script(
+            "const b = document.getElementById('history-metric');"
+            "return b.getAttribute('aria-labelledby').split(' ')"
+            ".map(id => document.getElementById(id).textContent);"
+        )
+        assert names == ["Metric", "PM2.5 (µg/m³)"]
+        # Tab from the page heading reaches the metric first, and the keyboard picks another.
+        browser.execute_script("document.querySelector('.page.history h2').tabIndex = -1;"
+                               "document.querySelector('.page.history h2').focus();")  # fmt: skip
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        assert browser.switch_to.active_element.get_attribute("id") == "history-metric"
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait.until(lambda _: metric.get_attribute("aria-expanded") == "true")
+        # The open list takes the focus once it is drawn; then the arrow moves through it.
+        wait.until(lambda b: "dash-options-list-option" in (
+            b.switch_to.active_element.get_attribute("class") or ""))  # fmt: skip
+        ActionChains(browser).send_keys(Keys.ARROW_DOWN).perform()
+        wait.until(lambda b: b.switch_to.active_element.get_attribute("value") != "pm2_5")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait.until(lambda b: "PM2.5" not in b.find_element(By.ID, "history-metric").text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -59,3 +60,37 @@ def test_a_stream_with_its_band_anomalies_and_gaps(timescale_database: Database)
                 (By.ID, "sensor-notes"), "No readings"
             )
         )  # planted only in 2026-11-01
+
+
+@pytest.mark.browser
+def test_from_the_menu_the_page_opens_on_the_newest_alerts_device_with_a_picker(
+    timescale_database: Database,
+) -> None:
+    plant(timescale_database.dsn)
+    with psycopg.connect(timescale_database.dsn) as conn:
+        newest = conn.execute(
+            "SELECT device_id FROM alerts WHERE state <> 'resolved' ORDER BY opened_at DESC LIMIT 1"
+        ).fetchone()
+    assert newest is not None
+    with serving(timescale_database.dsn) as dashboard, chromium() as browser:
+        browser_login(browser, dashboard.url, "technician", PASSWORD)
+        browser.get(dashboard.url + "/sensor")
+        wait = WebDriverWait(browser, 30)
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "sensor-chart")))
+        assert f"({newest[0]})" in browser.find_element(By.CSS_SELECTOR, ".page.sensor h2").text
+        options = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#sensor-devices option'))"
+            ".map(o => o.value);"
+        )
+        assert "aq-0001" in options
+        # Another device typed into the picker and shown.
+        picker = browser.find_element(By.ID, "sensor-pick")
+        picker.send_keys(Keys.CONTROL, "a")  # as a person replaces it (clear() skips React)
+        picker.send_keys("aq-0001")
+        browser.find_element(By.CSS_SELECTOR, "form.picker button").click()
+        wait.until(lambda b: "(aq-0001)" in b.find_element(By.CSS_SELECTOR, ".page.sensor h2").text)
+        # An unknown one says so, and keeps the picker.
+        browser.get(dashboard.url + "/sensor?device=nope-1")
+        wait.until(expected_conditions.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, ".page.sensor"), "No device or stream 'nope-1'"))  # fmt: skip
+        assert browser.find_elements(By.ID, "sensor-pick")
