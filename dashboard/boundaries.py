@@ -1,14 +1,17 @@
-"""District boundaries from a GeoJSON file the city supplies, drawn on the map without tiles.
+"""The city drawn on the map without tiles: district boundaries and landmarks, from GeoJSON.
 
-Polygons and multipolygons are read from a FeatureCollection; each feature's ``name`` (or
-``site``) property labels it. A bad file is refused with the reason, at start.
+Polygons and multipolygons of a FeatureCollection are districts, labelled by their ``name`` (or
+``site``) property. A feature with a ``kind`` property is a landmark instead, so people find
+their way on the map: ``road`` and ``river`` lines, ``park`` and ``water`` areas. Other
+features (points, lines of no known kind) are skipped. A bad file is refused with the reason, at
+start.
 
 Examples:
     >>> doc = {"type": "FeatureCollection", "features": [{"type": "Feature",
     ...     "properties": {"name": "North"}, "geometry": {"type": "Polygon",
     ...     "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}
-    >>> [(b.name, len(b.rings[0])) for b in parse(doc)]
-    [('North', 4)]
+    >>> [(b.name, b.kind, len(b.rings[0])) for b in parse(doc)]
+    [('North', 'district', 4)]
 """
 
 from __future__ import annotations
@@ -21,14 +24,23 @@ from typing import Any
 from edge.errors import ConfigError
 
 Ring = list[tuple[float, float]]  # (lon, lat)
+LINE_KINDS = ("road", "river")
+AREA_KINDS = ("park", "water")
 
 
 @dataclass(frozen=True, slots=True)
 class Boundary:
-    """One district's outline (one ring per polygon part)."""
+    """One district's outline, or a landmark: one ring (or line) per part.
+
+    Attributes:
+        name: Shown on hover.
+        rings: Closed rings for areas, open lines for roads and rivers; (lon, lat) points.
+        kind: ``district``, or a landmark's kind (``road``, ``river``, ``park``, ``water``).
+    """
 
     name: str
     rings: list[Ring]
+    kind: str = "district"
 
 
 def load(path: str) -> list[Boundary]:
@@ -57,12 +69,18 @@ def parse(document: dict[str, Any]) -> list[Boundary]:
     found = []
     for feature in document["features"]:
         geometry = feature["geometry"]
-        polygons = {"Polygon": [geometry["coordinates"]],
-                    "MultiPolygon": geometry["coordinates"]}.get(geometry["type"])  # fmt: skip
-        if polygons is None:
-            continue  # points and lines are not boundaries
         properties = feature.get("properties") or {}
-        name = str(properties.get("name") or properties.get("site") or "district")
-        rings = [[(float(x), float(y)) for x, y, *_ in polygon[0]] for polygon in polygons]
-        found.append(Boundary(name, rings))
+        kind = str(properties.get("kind") or "district")
+        parts = {"Polygon": [geometry["coordinates"]],
+                 "MultiPolygon": geometry["coordinates"]}.get(geometry["type"])  # fmt: skip
+        if parts is not None and kind in ("district", *AREA_KINDS):
+            parts = [polygon[0] for polygon in parts]  # outer rings
+        else:
+            parts = {"LineString": [geometry["coordinates"]],
+                     "MultiLineString": geometry["coordinates"]}.get(geometry["type"])  # fmt: skip
+            if parts is None or kind not in LINE_KINDS:
+                continue  # points, and lines of no known kind, draw nothing
+        name = str(properties.get("name") or properties.get("site") or kind)
+        rings = [[(float(x), float(y)) for x, y, *_ in part] for part in parts]
+        found.append(Boundary(name, rings, kind))
     return found

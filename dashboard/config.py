@@ -43,8 +43,10 @@ class DashboardConfig:
         broker_username: The dashboard's broker account (the shipped ACL's ``dashboard``).
         broker_password: Its password (from a file: ``broker_password_file``).
         broker_ca_file: CA certificate, to connect over TLS.
-        districts_file: GeoJSON FeatureCollection of the districts' boundaries, drawn on the
-            map (no tile server needed); empty: districts are labelled at their devices' centre.
+        districts_file: GeoJSON FeatureCollection of the districts' boundaries, and landmarks
+            with a ``kind`` property (``road`` and ``river`` lines, ``park`` and ``water``
+            areas), drawn under the devices (no tile server needed); empty: districts are
+            labelled at their devices' centre.
     """
 
     database_url: str = "postgresql:///smartcity"

@@ -19,6 +19,24 @@ FAMILY_LABEL = {"traffic": "Traffic", "air": "Air quality", "waste": "Waste bins
 STATUS_COLOUR = {LIVE: "#009E73", STALE: "#E69F00", OFFLINE: "#D55E00", SILENT: "#7F7F7F"}
 
 
+# How the city under the devices is drawn, by kind (see dashboard.boundaries).
+MAP_STYLE: dict[str, dict[str, object]] = {
+    "district": {"line": {"color": "#4a5561", "width": 1}},
+    "road": {"line": {"color": "#c9ccd1", "width": 4}},
+    "river": {"line": {"color": "#8fb8de", "width": 6}},
+    "park": {
+        "line": {"color": "#9cc79a", "width": 1},
+        "fill": "toself",
+        "fillcolor": "rgba(156, 199, 154, 0.45)",
+    },
+    "water": {
+        "line": {"color": "#8fb8de", "width": 1},
+        "fill": "toself",
+        "fillcolor": "rgba(143, 184, 222, 0.5)",
+    },
+}
+
+
 def marker_symbol(family: str, status: str) -> str:
     """The marker: the family's shape, filled when live and hollow otherwise."""
     base = FAMILY_SYMBOL.get(family, "diamond")
@@ -68,12 +86,16 @@ def live_map(
             marker={"symbol": "circle" if status == LIVE else "circle-open", "size": 10,
                     "color": STATUS_COLOUR[status]}, hoverinfo="skip",
         ))  # fmt: skip
-    for boundary in boundaries or []:  # after the device traces: patches address those by index
+    # After the device traces (patches address those by index); areas first, then lines, then
+    # district outlines, each drawn below the devices' own layer.
+    order = {"park": 0, "water": 0, "river": 1, "road": 2, "district": 3}
+    for boundary in sorted(boundaries or [], key=lambda b: order.get(b.kind, 3)):
+        style = MAP_STYLE.get(boundary.kind, MAP_STYLE["district"])
         for ring in boundary.rings:
             figure.add_trace(go.Scatter(
                 x=[x for x, _ in ring], y=[y for _, y in ring], mode="lines",
-                line={"color": "#4a5561", "width": 1}, hoverinfo="text", text=boundary.name,
-                showlegend=False, name=boundary.name,
+                hoverinfo="text", text=boundary.name, showlegend=False, name=boundary.name,
+                **style,
             ))  # fmt: skip
     located = devices[trace >= 0]
     if not located.empty:

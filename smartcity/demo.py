@@ -8,7 +8,6 @@ finishing its work.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -29,10 +28,11 @@ from psycopg.conninfo import make_conninfo
 
 from api import tokens
 from dashboard import accounts
-from edge.fleet import DEMO_DISTRICTS, plan_fleet
+from edge.fleet import plan_fleet
 from ingest.config import IngestConfig
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
+from smartcity.demo_city import write_city_map
 from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def run(settings: DemoSettings) -> int:
                     # Loopback only: plain HTTP, and the one-time link printed below.
                     "CITY_DASHBOARD_COOKIE_SECURE": "false",
                     "CITY_DASHBOARD_LOGIN_LINKS": "true",
-                    "CITY_DASHBOARD_DISTRICTS_FILE": str(_demo_districts(data)),
+                    "CITY_DASHBOARD_DISTRICTS_FILE": str(write_city_map(data)),
                 },
                 logs,
             )
@@ -237,26 +237,6 @@ def _service_login(dsn: str, group: str) -> str:
         conn.execute(sql.SQL(statement).format(sql.Identifier(user), sql.Literal(password)))
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
     return make_conninfo(dsn, user=user, password=password)
-
-
-def _demo_districts(data: Path) -> Path:
-    """The demo city's district outlines as GeoJSON, as a city would supply its own."""
-    half = 0.012  # degrees: squares around each district's centre
-    features = [
-        {
-            "type": "Feature",
-            "properties": {"name": d.name, "site": d.id},
-            "geometry": {"type": "Polygon", "coordinates": [[
-                [d.lon - half, d.lat - half], [d.lon + half, d.lat - half],
-                [d.lon + half, d.lat + half], [d.lon - half, d.lat + half],
-                [d.lon - half, d.lat - half],
-            ]]},
-        }
-        for d in DEMO_DISTRICTS
-    ]  # fmt: skip
-    path = data / "districts.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return path
 
 
 def _demo_login(dsn: str) -> str:

@@ -47,8 +47,13 @@ def auto_bucket(span: timedelta) -> timedelta:
 
 
 def _choice(
-    label: str, component_id: str, options: dict[str, str], value: str | list[str], *,
-    multi: bool = False, placeholder: str = "",
+    label: str,
+    component_id: str,
+    options: dict[str, str],
+    value: str | list[str],
+    *,
+    multi: bool = False,
+    placeholder: str = "",
 ) -> html.Div:
     """One labelled drop-down: compact, so the filters take a line and the chart is in view."""
     return html.Div(className="filter", children=[

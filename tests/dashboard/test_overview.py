@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,8 +18,10 @@ from dashboard import queries
 from dashboard.app import open_pool
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
+from smartcity.demo_city import write_city_map
 from tests.browser import chromium
 from tests.dashboard.serving import PASSWORD, browser_login, serving
+from tests.dashboard.test_alerts_page import screenshot
 from tests.services.handles import Database
 
 
@@ -120,3 +123,22 @@ def test_overview_shows_every_device_and_patches_changes(timescale_database: Dat
         assert len(browser.find_elements(By.CSS_SELECTOR, "tr[data-device]")) == 2
         browser.find_element(By.ID, "shell-pause").click()
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-device]")) == 3)
+
+
+@pytest.mark.browser
+def test_the_demo_city_is_drawn_under_its_devices(
+    timescale_database: Database, tmp_path: Path
+) -> None:
+    names = populate(timescale_database.dsn, devices=18)
+    city = write_city_map(tmp_path)
+    with serving(timescale_database.dsn, districts_file=str(city)) as dashboard, chromium() as b:
+        b.set_window_size(1600, 860)
+        browser_login(b, dashboard.url, "planner", PASSWORD)
+        b.get(dashboard.url + "/")
+        WebDriverWait(b, 30).until(lambda b: len(b.execute_script(MAP_POINTS)) == len(names))
+        drawn = b.execute_script(
+            "return document.querySelector('#overview-map .js-plotly-plot').data.map(t => t.name);"
+        )
+        assert {"River Wend", "Ring Road", "Northfield Park", "City Centre"} <= set(drawn)
+        assert drawn[:3] == ["Traffic", "Air quality", "Waste bins"]
+        screenshot(b, "page-overview-demo-city")

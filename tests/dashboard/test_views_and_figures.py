@@ -119,6 +119,38 @@ def test_city_supplied_boundaries_are_drawn_after_the_device_traces(tmp_path: Pa
     assert "Northfield" in names
 
 
+def test_landmarks_are_drawn_under_the_districts_and_after_the_devices() -> None:
+    line = {"type": "LineString", "coordinates": [[-1.6, 53.8], [-1.5, 53.81]]}
+    area = {"type": "Polygon", "coordinates": [[[-1.56, 53.8], [-1.55, 53.8], [-1.55, 53.81],
+                                                [-1.56, 53.8]]]}  # fmt: skip
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "Centre"}, "geometry": area},
+        {"type": "Feature", "properties": {"kind": "road", "name": "A61"}, "geometry": line},
+        {"type": "Feature", "properties": {"kind": "river", "name": "Aire"}, "geometry": line},
+        {"type": "Feature", "properties": {"kind": "park", "name": "Roundhay"}, "geometry": area},
+        {"type": "Feature", "properties": {"kind": "tramway"}, "geometry": line},  # unknown
+        {"type": "Feature", "properties": {}, "geometry": line},  # a line is no district
+    ]}  # fmt: skip
+    found = boundaries.parse(doc)
+    assert [(b.name, b.kind) for b in found] == [
+        ("Centre", "district"),
+        ("A61", "road"),
+        ("Aire", "river"),
+        ("Roundhay", "park"),
+    ]
+    devices = pd.DataFrame({"device_id": ["a"], "name": ["A"], "site": ["centre"],
+                            "family": ["air"], "lat": [53.805], "lon": [-1.555],
+                            "status": ["live"]})  # fmt: skip
+    trace, point = map_positions(devices)
+    figure = figures.live_map(devices, trace, point, found)
+    names = [t.name for t in figure.data]
+    assert names[:3] == ["Traffic", "Air quality", "Waste bins"]
+    drawn = [n for n in names if n in ("Centre", "A61", "Aire", "Roundhay")]
+    assert drawn == ["Roundhay", "Aire", "A61", "Centre"]  # areas, river, road, outlines
+    park = next(t for t in figure.data if t.name == "Roundhay")
+    assert park.fill == "toself"
+
+
 @pytest.mark.parametrize(
     "content",
     [
