@@ -23,6 +23,7 @@ def _demo(args: argparse.Namespace) -> int:
             dashboard_port=args.port,
             api_port=args.api_port,
             duration_s=args.duration,
+            history_days=args.history_days,
         )
     )
 
@@ -94,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8050, help="preferred dashboard port")
     demo.add_argument("--api-port", type=int, default=8060, help="preferred planner API port")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument(
+        "--history-days",
+        type=float,
+        default=7.0,
+        help="days of history written on a new data directory (default 7; 0: none)",
+    )
     demo.set_defaults(func=_demo)
 
     for name, func, text in (

@@ -1,13 +1,16 @@
 """``smartcity demo``: the whole platform on one machine with nothing installed but Python.
 
 Embedded PostgreSQL and a broker run under this process; ingest, the dashboard, the planner
-API and the simulated fleet run as child processes, exactly as they would in production. Data
-stays in the data directory between runs. Ctrl-C stops everything in reverse order, each part
+API and the simulated fleet run as child processes, exactly as they would in production. A new
+data directory starts with a week of the city's history (:mod:`smartcity.demo_history`), so the
+detectors have learned and the alert history is there from the first minute. Data stays in the
+data directory between runs. Ctrl-C stops everything in reverse order, each part
 finishing its work.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -28,10 +31,12 @@ from psycopg.conninfo import make_conninfo
 
 from api import tokens
 from dashboard import accounts
-from edge.fleet import plan_fleet
+from edge.errors import CityError
+from edge.fleet import DeviceSpec, plan_fleet
 from ingest.config import IngestConfig
 from ingest.registry import DeviceRecord, register_devices
 from ingest.schema import migrate
+from smartcity import demo_history
 from smartcity.demo_city import write_city_map
 from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
 
@@ -49,9 +54,11 @@ class DemoSettings:
     mqtt_port: int = 1883
     dashboard_port: int = 8050
     api_port: int = 8060
-    sample_interval_s: float = 5.0
+    # As the history's readings: a count per interval (vehicles) means the same in both.
+    sample_interval_s: float = demo_history.INTERVAL_S
     batch_interval_s: float = 10.0
     duration_s: float | None = None
+    history_days: float = demo_history.DAYS  # written on a new data directory only; 0: none
 
 
 def _port(preferred: int) -> int:
@@ -154,6 +161,9 @@ def run(settings: DemoSettings) -> int:
                     "CITY_INGEST_MQTT_PROTOCOL": "5" if broker.kind == "mosquitto" else "3.1.1",
                     "CITY_INGEST_CLIENT_ID": "demo-ingest",
                     "CITY_INGEST_MIGRATE": "false",
+                    # The detectors' time is the readings': the week of history is judged at
+                    # the times it happened, not as a week-long silence ending now.
+                    "CITY_INGEST_DETECTION_CLOCK": "readings",
                     # Chosen like the other ports, so a second demo on the machine starts too.
                     "CITY_INGEST_HEALTH_PORT": str(_port(9108)),
                 },
@@ -186,6 +196,16 @@ def run(settings: DemoSettings) -> int:
                 logs,
             )
         )
+        print(f"dashboard: http://127.0.0.1:{web_port}/login/link/{_demo_login(dsn)}", flush=True)
+        print(f"planner API: http://127.0.0.1:{api_port}/docs", flush=True)
+        print(f"planner token: {_demo_token(dsn)}", flush=True)
+        history_end = _history_to_write(dsn, settings, data)
+        if history_end is not None:
+            threading.Thread(target=_work_alerts, args=(dsn, stop), daemon=True).start()
+            try:
+                _write_history(dsn, specs, settings, data, history_end, stop)
+            except _StoppedError:
+                return 0  # the next run writes the rest (to the same end; nothing twice)
         children.append(
             Child(
                 "fleet",
@@ -208,9 +228,6 @@ def run(settings: DemoSettings) -> int:
                 logs,
             )
         )
-        print(f"dashboard: http://127.0.0.1:{web_port}/login/link/{_demo_login(dsn)}", flush=True)
-        print(f"planner API: http://127.0.0.1:{api_port}/docs", flush=True)
-        print(f"planner token: {_demo_token(dsn)}", flush=True)
         print(f"{settings.devices} simulated devices; logs in {logs}; Ctrl-C stops", flush=True)
         return _watch(settings, dsn, children, stop)
     finally:
@@ -237,6 +254,74 @@ def _service_login(dsn: str, group: str) -> str:
         conn.execute(sql.SQL(statement).format(sql.Identifier(user), sql.Literal(password)))
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user)))
     return make_conninfo(dsn, user=user, password=password)
+
+
+class _StoppedError(Exception):
+    """Asked to stop while the history was being written."""
+
+
+def _history_to_write(dsn: str, settings: DemoSettings, data: Path) -> datetime | None:
+    """Where the history to write ends; None when there is none to write.
+
+    Now on a new data directory, the same end again after an interrupted first run; none once
+    written, or when the data directory already holds a city running live.
+    """
+    if settings.history_days <= 0:
+        return None
+    marker = data / _HISTORY_MARKER
+    if marker.exists():
+        state = json.loads(marker.read_text(encoding="utf-8"))
+        return None if state["done"] else datetime.fromisoformat(state["end"])
+    if _count(dsn)[2] > 0:
+        return None  # a city already running live: no history is slipped in under it
+    end = datetime.now(UTC)
+    marker.write_text(json.dumps({"end": end.isoformat(), "done": False}), encoding="utf-8")
+    return end
+
+
+_HISTORY_MARKER = "history.json"
+
+
+def _write_history(  # noqa: PLR0917  # the demo's state, passed on
+    dsn: str,
+    specs: list[DeviceSpec],
+    settings: DemoSettings,
+    data: Path,
+    end: datetime,
+    stop: threading.Event,
+) -> None:
+    """The week before ``end``, with a progress bar, before the live fleet starts."""
+    print(f"writing {settings.history_days:g} days of the city's history (first run only)",
+          flush=True)  # fmt: skip
+    shown = [-1]
+
+    def progress(share: float) -> None:
+        if stop.is_set():
+            raise _StoppedError  # Ctrl-C during the backfill: stop as anywhere else
+        tenth = int(share * 10)
+        if tenth > shown[0]:
+            shown[0] = tenth
+            print(f"history {demo_history.bar(share)}", flush=True)
+
+    done = demo_history.backfill(
+        dsn, specs, end=end, days=settings.history_days, seed=settings.seed,
+        labels=data / "history-faults.jsonl", progress=progress,
+    )  # fmt: skip
+    state = {"end": end.isoformat(), "done": True}
+    (data / _HISTORY_MARKER).write_text(json.dumps(state), encoding="utf-8")
+    print(f"history written: {done.readings:,} readings with {done.faults} labelled faults in"
+          f" {done.seconds:.0f} s; the detectors learn from it now", flush=True)  # fmt: skip
+
+
+def _work_alerts(dsn: str, stop: threading.Event) -> None:
+    """While detection judges the week, a demo operator works through some of its alerts."""
+    try:
+        acknowledged, resolved = demo_history.work_alerts(dsn, stop=stop.is_set)
+    except (psycopg.Error, CityError) as exc:
+        log.warning("the demo operator could not work the alerts: %s", exc)
+        return
+    print(f"{demo_history.OPERATOR} acknowledged {acknowledged} and resolved {resolved} of the"
+          " alerts, with comments (Alerts page)", flush=True)  # fmt: skip
 
 
 def _demo_login(dsn: str) -> str:

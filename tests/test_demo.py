@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -51,7 +52,50 @@ def reporting_devices(dsn: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def start_demo(data_dir: Path, broker: str) -> subprocess.Popen[str]:
+def history_days(dsn: str) -> float:
+    """Days between the oldest and the newest reading stored."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM max(ts) - min(ts)) / 86400 FROM readings"
+        ).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def worked_alerts(dsn: str) -> set[str]:
+    """What the demo operator did to alerts, with a comment each time."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT action FROM alert_events WHERE actor = 'demo-operator'"
+            " AND comment <> ''"
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def clocks(dsn: str) -> dict[str, int]:
+    """Devices by the clock state their status reports."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT status->>'clock_synced', count(*) FROM devices GROUP BY 1"
+        ).fetchall()
+    return {str(state): int(n) for state, n in rows}
+
+
+def alert_states(dsn: str) -> set[str]:
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT DISTINCT state FROM alerts").fetchall()}
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether ``condition`` holds within ``timeout_s`` (asked every second)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return condition()
+
+
+def start_demo(data_dir: Path, broker: str, *more: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -70,6 +114,7 @@ def start_demo(data_dir: Path, broker: str) -> subprocess.Popen[str]:
             "0",
             "--devices",
             str(DEVICES),
+            *more,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -97,12 +142,22 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
         url = read_line(process, r"dashboard: (http://\S+/login/link/\S+)", 60)[1]
         api = read_line(process, r"planner API: (http://\S+)/docs", 60)[1]
         token = read_line(process, r"planner token: (sct_\S+)", 60)[1]
+        assert time.monotonic() - started < 90, "the dashboard's address came after 90 s"
         dsn = f"postgresql://postgres:@/smartcity?host={data_dir / 'pgdata'}"
+        # A new data directory starts with a week of history, judged by the detectors, and an
+        # operator's work on some of its alerts.
+        read_line(process, r"history written: [\d,]+ readings", 240)
+        assert history_days(dsn) > 6.99  # a reading a minute from seven days back
+        assert eventually(lambda: worked_alerts(dsn) == {"acknowledged", "resolved"}, 120)
+        assert "resolved" in alert_states(dsn)
         count = (0, 0)
         while time.monotonic() - started < 180 and count[0] < DEVICES:
             time.sleep(1)
             count = reporting_devices(dsn)
         assert count[0] == DEVICES, f"only {count[0]} of {DEVICES} devices stored readings in 180 s"
+        # Simulated devices report their own (synchronised) clocks, whatever the host's.
+        assert eventually(lambda: clocks(dsn).get("true", 0) >= DEVICES // 2, 120), clocks(dsn)
+        assert "false" not in clocks(dsn)
 
         request = urllib.request.Request(
             f"{api}/v1/devices", headers={"Authorization": f"Bearer {token}"}
@@ -123,7 +178,9 @@ def test_demo_fills_the_database_and_the_dashboard_then_stops_cleanly(broker: st
         assert {"demo_ingest", "demo_dashboard", "demo_api"} <= users, users
         if broker == "builtin":
             # A second demo on the same machine chooses its own ports, ingest's health port too.
-            other = start_demo(Path(tempfile.mkdtemp(prefix="smartcity-demo-")), broker)
+            other = start_demo(
+                Path(tempfile.mkdtemp(prefix="smartcity-demo-")), broker, "--history-days", "0"
+            )
             try:
                 # Its first report comes 15 s in, once every service has stayed up that long.
                 read_line(other, r"devices reporting", 90)
