@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -102,11 +103,18 @@ def simulate(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         raise EdgeError(f"--broker must be host:port, not {args.broker!r}")
     specs = plan_fleet(args.devices, seed=args.seed)
+    faults = []
+    if args.incidents:
+        from edge.incidents import scripted_incidents  # noqa: PLC0415
+
+        faults = scripted_incidents(specs, datetime.now(UTC))
     fleet = Fleet(
         specs,
         BrokerSettings(host=host, port=int(port)),
         sample_interval_s=args.sample_interval,
         batch_interval_s=args.batch_interval,
+        faults=faults,
+        labels=Path(args.labels) if args.labels and faults else None,
     )
     stop = _stop_on_signals()
     fleet.start()
@@ -177,6 +185,12 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples")
     sim.add_argument("--batch-interval", type=float, default=10.0, help="seconds between batches")
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sim.add_argument(
+        "--incidents",
+        action="store_true",
+        help="play the scripted incidents within the first minutes (edge.incidents)",
+    )
+    sim.add_argument("--labels", help="write the incidents as labelled faults (JSON lines) here")
     sim.set_defaults(func=simulate)
     return top
 

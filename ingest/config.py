@@ -64,6 +64,9 @@ class IngestConfig:
         detection_warmup_s: How long a new stream learns before it can raise statistical alerts.
         detection_clock: ``wall`` (live devices) or ``readings``: the time-driven checks follow
             the readings' own time, for a worker fed by ``smartcity replay`` at a speed-up.
+        detection_readings_window_s: With the ``readings`` clock, the time-driven checks run at
+            the end of each window of this much acquisition time: an hour for history replayed
+            at a speed-up (as the offline benchmarks judge it), a minute for live devices.
         city_timezone: IANA zone for hour-of-day patterns and the times in alert messages.
         rollup_every_s: How often the 1-minute, 1-hour and 1-day rollups catch up with what was
             stored (0 turns it off, for a deployment where another worker does it).
@@ -110,6 +113,7 @@ class IngestConfig:
     aqi_scheme: Literal["daqi-2013", "eaqi-2021"] = "daqi-2013"
     detection_warmup_s: float = 86_400.0
     detection_clock: Literal["wall", "readings"] = "wall"
+    detection_readings_window_s: float = 3600.0
     city_timezone: str = "Europe/London"
     rollup_every_s: float = 5.0
     rollup_settle_s: float = 30.0
@@ -143,6 +147,7 @@ class IngestConfig:
             "alerts_per_site_per_minute",
             "checkpoint_every_s",
             "detection_lease_s",
+            "detection_readings_window_s",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -350,6 +350,7 @@ def detection_for(config: IngestConfig) -> PartitionedDetection:
         per_site_per_minute=config.alerts_per_site_per_minute,
         zone=zone,
         clock=config.detection_clock,
+        readings_window_s=config.detection_readings_window_s,
     )
 
     def one_partition() -> DetectionService:

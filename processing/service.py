@@ -46,8 +46,9 @@ class DetectionOptions:
 
     Attributes:
         clock: ``wall`` runs the sweeps (missing data, neighbours) every ``sweep_every_s`` of real
-            time; ``readings`` runs them at the end of every hour of acquisition time the readings
-            reach, for history replayed faster than it happened (:mod:`processing.clock`).
+            time; ``readings`` runs them at the end of every ``readings_window_s`` of
+            acquisition time the readings reach, for history replayed faster than it happened
+            (:mod:`processing.clock`).
     """
 
     tick_s: float = 1.0
@@ -56,6 +57,7 @@ class DetectionOptions:
     per_site_per_minute: int = 30
     zone: tzinfo = DEFAULT_ZONE
     clock: Literal["wall", "readings"] = "wall"
+    readings_window_s: float = 3600.0
 
 
 class DetectionService:
@@ -74,7 +76,7 @@ class DetectionService:
         self.started = datetime.now(UTC)
         self._detect: BatchHook = self.stage
         if self.options.clock == "readings":
-            self._detect = ReadingsClock(self.stage)
+            self._detect = ReadingsClock(self.stage, window_s=self.options.readings_window_s)
         # Readings of streams not yet described wait (in order) for the next step to describe
         # them, so a new sensor's first readings are judged as what it is. Ingest calls the hook
         # and runs the service on the same event loop thread.

@@ -24,6 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             duration_s=args.duration,
             history_days=args.history_days,
+            incidents=not args.quiet,
         )
     )
 
@@ -100,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=7.0,
         help="days of history written on a new data directory (default 7; 0: none)",
+    )
+    demo.add_argument(
+        "--quiet", action="store_true", help="no scripted incidents in the first minutes"
     )
     demo.set_defaults(func=_demo)
 

@@ -59,6 +59,7 @@ class DemoSettings:
     batch_interval_s: float = 10.0
     duration_s: float | None = None
     history_days: float = demo_history.DAYS  # written on a new data directory only; 0: none
+    incidents: bool = True  # the scripted incidents of every run's first minutes
 
 
 def _port(preferred: int) -> int:
@@ -164,6 +165,8 @@ def run(settings: DemoSettings) -> int:
                     # The detectors' time is the readings': the week of history is judged at
                     # the times it happened, not as a week-long silence ending now.
                     "CITY_INGEST_DETECTION_CLOCK": "readings",
+                    # ...and, once live, a device's silence is noticed within minutes.
+                    "CITY_INGEST_DETECTION_READINGS_WINDOW_S": "60",
                     # Chosen like the other ports, so a second demo on the machine starts too.
                     "CITY_INGEST_HEALTH_PORT": str(_port(9108)),
                 },
@@ -223,6 +226,12 @@ def run(settings: DemoSettings) -> int:
                     str(settings.sample_interval_s),
                     "--batch-interval",
                     str(settings.batch_interval_s),
+                    # Something to watch in the first minutes (edge.incidents), labelled.
+                    *(
+                        ["--incidents", "--labels", str(data / "incidents.jsonl")]
+                        if settings.incidents
+                        else []
+                    ),
                 ],
                 common,
                 logs,
