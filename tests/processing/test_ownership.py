@@ -72,6 +72,9 @@ def replay_command(dsn: str, broker: BrokerAddress, tmp_path: Path) -> list[str]
     ]  # fmt: skip
 
 
+# Two workers' kernels compiling, a replay and a restart: about a minute alone, several on a
+# machine busy with other work, so more than the suite's default limit.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("kill", [False, True], ids=["both-live", "one-killed"])
 async def test_two_workers_open_the_alerts_one_worker_opens_on_a_real_week(
     broker: BrokerAddress, timescale_database: Database, tmp_path: Path, kill: bool
