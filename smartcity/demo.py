@@ -39,6 +39,7 @@ from ingest.schema import migrate
 from smartcity import demo_history
 from smartcity.demo_city import write_city_map
 from smartcity.embedded import BrokerKind, EmbeddedPostgres, start_broker
+from smartcity.errors import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def _service_login(dsn: str, group: str) -> str:
     return make_conninfo(dsn, user=user, password=password)
 
 
-class _StoppedError(Exception):
+class _StoppedError(CommandError):
     """Asked to stop while the history was being written."""
 
 
