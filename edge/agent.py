@@ -201,7 +201,9 @@ class EdgeAgent:
                 self._last_status = fields
                 self._next_status = now + self.settings.status_interval_s
         self.pump()
-        due = [self._next_batch, self._next_status]
+        due = [self._next_batch]
+        if self.publisher.connected:  # offline, the status waits for the (re)connection's wake-up
+            due.append(self._next_status)
         due.extend(
             s.next_due - (s.warmup_s if s.asleep else 0.0)
             for s in self.sensors.values()

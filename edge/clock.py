@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,15 +29,26 @@ class _Timex(ctypes.Structure):
     _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 256)]
 
 
-def kernel_synchronised() -> bool | None:
-    """Whether the kernel says the clock is synchronised; None when it cannot tell."""
-    if _TIMESYNC_FLAG.exists():
-        return True
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # Looked up once: find_library runs ldconfig, far too slow to ask for every reading.
     name = ctypes.util.find_library("c")
     if name is None or os.name != "posix":
         return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+def kernel_synchronised() -> bool | None:
+    """Whether the kernel says the clock is synchronised; None when it cannot tell."""
+    if _TIMESYNC_FLAG.exists():
+        return True
+    libc = _libc()
+    if libc is None:
+        return None
+    try:
         state = int(libc.adjtimex(ctypes.byref(_Timex())))
     except (OSError, AttributeError):
         return None

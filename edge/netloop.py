@@ -80,7 +80,10 @@ class NetworkLoop:
     def __init__(self, name: str = "mqtt-loop", tick_s: float = 0.5) -> None:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
+        # Neither end may block: a full pair already holds a pending wake-up, and a writer
+        # blocked on it (holding paho's mutex) would deadlock the loop thread waiting for it.
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._sessions: dict[mqtt.Client, LoopSession] = {}
         self._requests: list[Callable[[], None]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import clock as edge_clock
 from edge.agent import AgentSettings, EdgeAgent
 from edge.clock import Clock
 from edge.contract import Batch, Reading, decode_batch
@@ -296,6 +298,39 @@ def test_status_goes_out_on_reconnect_and_on_its_interval() -> None:
     publisher._reconnected = True
     agent.tick()
     assert len(publisher.statuses) == 2
+
+
+def test_an_offline_agent_sleeps_until_its_next_sample() -> None:
+    # The status is overdue while offline; waiting for it must not turn into a busy loop that
+    # burns a Pi's CPU for days (and starves a fleet's network thread).
+    agent, publisher, _ = make_agent(
+        [CountingSensor()], sample_interval_s=10, batch_interval_s=30, status_interval_s=60
+    )
+    publisher.connected = False
+    agent.tick()
+    agent.sensors["s"].next_due = time.monotonic() + 5
+    assert 4 < agent.tick() <= 5
+    publisher.connected = True
+    assert 4 < agent.tick() <= 5  # the status went out on connecting; the next sample is next
+    assert len(publisher.statuses) == 1
+
+
+def test_the_c_library_is_looked_up_once_for_the_kernels_clock_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Asked for every reading, by a thousand devices in a fleet: find_library runs ldconfig.
+    lookups: list[str] = []
+    real = ctypes.util.find_library
+
+    def counted(name: str) -> str | None:
+        lookups.append(name)
+        return real(name)
+
+    monkeypatch.setattr(ctypes.util, "find_library", counted)
+    edge_clock._libc.cache_clear()
+    states = {edge_clock.kernel_synchronised() for _ in range(50)}
+    assert len(states) == 1
+    assert lookups == ["c"]
 
 
 def test_the_spool_keeps_sequence_numbers_across_restarts(tmp_path: Path) -> None:
