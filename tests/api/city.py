@@ -22,6 +22,7 @@ from api.app import create_app
 from api.config import ApiConfig
 from ingest import rollups
 from tests.ingest.helpers import member_of
+from tests.services.patroni import wait_standbys_replayed
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DAYS = 2
@@ -174,6 +175,16 @@ def serving(admin_dsn: str, *, reads_prefer_standby: bool = False) -> Iterator[C
         port=port,
         pool_size=4,
     )
+    city = City(f"http://127.0.0.1:{port}", admin_dsn)
+    with psycopg.connect(admin_dsn) as conn:
+        for role in ROLES:
+            city.tokens[role] = tokens.create(conn, f"test-{role}", role)
+        city.revoked_token = tokens.create(conn, "test-revoked", "admin")
+        tokens.revoke(conn, "test-revoked")
+    if reads_prefer_standby:
+        # The read pool connects at start-up: a standby that has not replayed the new login
+        # refuses it, and libpq's prefer-standby then settles on the primary for good.
+        wait_standbys_replayed(admin_dsn, timeout_s=30)
     server = uvicorn.Server(
         uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -184,12 +195,6 @@ def serving(admin_dsn: str, *, reads_prefer_standby: bool = False) -> Iterator[C
         assert thread.is_alive(), "the API stopped while starting"
         assert time.monotonic() < deadline, "the API did not start within 20 s"
         time.sleep(0.05)
-    city = City(f"http://127.0.0.1:{port}", admin_dsn)
-    with psycopg.connect(admin_dsn) as conn:
-        for role in ROLES:
-            city.tokens[role] = tokens.create(conn, f"test-{role}", role)
-        city.revoked_token = tokens.create(conn, "test-revoked", "admin")
-        tokens.revoke(conn, "test-revoked")
     try:
         yield city
     finally:

@@ -20,6 +20,7 @@ from dashboard import accounts, queries
 from dashboard.app import create_app
 from dashboard.config import DashboardConfig
 from tests.ingest.helpers import member_of
+from tests.services.patroni import wait_standbys_replayed
 
 PASSWORD = "correct horse battery"
 
@@ -104,6 +105,9 @@ def serving(dsn: str, *, reads_prefer_standby: bool = False, **settings: Any) ->
     if reads_prefer_standby:
         standby_first = make_conninfo(login_dsn, target_session_attrs="prefer-standby")
         settings["read_database_url"] = standby_first
+        # Pages' pools connect at start-up: a standby that has not replayed the new login
+        # refuses it, and libpq's prefer-standby then settles on the primary for good.
+        wait_standbys_replayed(dsn, timeout_s=30)
     config = DashboardConfig(database_url=login_dsn, port=0, refresh_s=1, secret_key="test-key",
                              **{"cookie_secure": False, **settings})  # fmt: skip
     app = create_app(config)

@@ -280,3 +280,20 @@ def _kill_group(process: subprocess.Popen[bytes] | None, sig: signal.Signals) ->
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+
+def wait_standbys_replayed(admin_dsn: str, timeout_s: float) -> None:
+    """Wait until every standby of the primary has replayed all it has written so far."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE replay_lsn >= %s::pg_lsn)"
+                " FROM pg_stat_replication",
+                (str(lsn[0]) if lsn else "0/0",),
+            ).fetchone()
+            if row and row[0] > 0 and row[0] == row[1]:
+                return
+            assert time.monotonic() < deadline, f"standbys replayed {row} within {timeout_s} s"
+            time.sleep(0.1)
