@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 ROWS_PER_READ = 64  # feed rows per partition and query; catching up reads again at once
 CATCH_UP_S = 0.5  # longest a tick spends reading the feed before writing alerts
+# Longest a stop spends reading the feed: what is left stays there for the next owner, so a
+# stop during a long backlog (a backfilled week) does not judge all of it first.
+STOP_READ_S = 5.0
 _READ = (
     "SELECT f.partition, f.xid::text, f.written_at < now() - make_interval(secs => %s),"
     " f.stream_ids, f.ts_us, f.vals"
@@ -201,7 +204,7 @@ class PartitionedDetection:
             # Renewed first: a long pause (the kernels compiling, a busy machine) may have let
             # the leases run short, and what is read here must still be checkpointed.
             await self._turn(pool, ownership, store)
-            await self._read(pool, until_empty=True)
+            await self._read(pool, until_empty=True, limit_s=STOP_READ_S)
             await self._step(pool, store)
             await self._checkpoint_all(pool, release=True)
             await ownership.leave()
@@ -264,10 +267,20 @@ class PartitionedDetection:
         return time.monotonic() < self._valid_until
 
     async def _read(
-        self, pool: Pool, *, only: int | None = None, until_empty: bool = False
+        self,
+        pool: Pool,
+        *,
+        only: int | None = None,
+        until_empty: bool = False,
+        limit_s: float | None = None,
     ) -> None:
-        """Feed the owned partitions' detectors the rows committed since their position."""
+        """Feed the owned partitions' detectors the rows committed since their position.
+
+        A tick reads for at most ``CATCH_UP_S``; ``until_empty`` reads without waiting for rows
+        to settle and, unless ``limit_s`` is given, to the end of the feed.
+        """
         started = time.monotonic()
+        limit = limit_s if until_empty else CATCH_UP_S
         while self.owned and self._leased():
             chosen = {p: o for p, o in self.owned.items() if only is None or p == only}
             if not chosen:
@@ -302,7 +315,7 @@ class PartitionedDetection:
             for partition, owned in chosen.items():
                 owned.caught_up = partition in unsettled or counts.get(partition, 0) < ROWS_PER_READ
             behind = any(not o.caught_up for o in chosen.values())
-            if not behind or (not until_empty and time.monotonic() - started > CATCH_UP_S):
+            if not behind or (limit is not None and time.monotonic() - started > limit):
                 return
 
     def _sweep(self) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -17,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg_pool import AsyncConnectionPool
 
 from edge.contract import Batch, Reading, encode_batch
+from processing import partitioned
 from processing.alerts import AlertError, AlertStore, Opening, OpenOutcome
 from processing.kinds import Kind
 from processing.service import DetectionService
@@ -51,6 +53,10 @@ def calm(n: int, phase: int = 0) -> list[float]:
 def rows(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql, args).fetchall()
+
+
+def stored_readings(dsn: str, n: int) -> bool:
+    return len(rows(dsn, "SELECT 1 FROM readings")) == n
 
 
 def new_stream(dsn: str, device: str, metric: str = "pm2_5") -> int:
@@ -316,6 +322,49 @@ async def test_a_restart_restores_detector_state_and_opens_no_alert_storm(
     # Stopped gracefully: every transition the sweep and the readings caused has been written.
     assert detection.opened == 0
     assert rows(dsn, "SELECT count(*) FROM alerts") == before
+
+
+async def test_a_stop_leaves_an_unread_backlog_in_the_feed_for_the_next_start(
+    broker: BrokerAddress, database: Database, unique_site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop behind a long backlog (the demo's backfilled week) does not judge all of it
+    first: it judges what its time allows, checkpoints that, and the next start judges the
+    rest, every reading once."""
+    dsn = database.dsn
+    device = "aq-0001"
+    register(dsn, [(device, unique_site)])
+    config = ingest_config(broker, dsn, alert_topic_prefix="")
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    # The stop reads one feed row per partition and no more.
+    monkeypatch.setattr(partitioned, "ROWS_PER_READ", 1)
+    monkeypatch.setattr(partitioned, "STOP_READ_S", 0.0)
+    parts = 4
+    async with running_ingest(config) as service:
+        detection = service.detection
+        assert detection is not None
+        assert await eventually(lambda: len(detection.owned) == 16)
+        detection.settle_s = 3600.0  # while running, nothing settles: all of it is backlog
+        for part in range(parts):  # one write, so one feed row, each
+            published = telemetry(unique_site, device, start + part * 20 * STEP, calm(20), part + 1)
+            publish_all(broker, published)
+            assert await eventually(partial(stored_readings, dsn, 20 * (part + 1)))
+    [(stream,)] = rows(dsn, "SELECT stream_id FROM streams")
+    [(unread,)] = rows(dsn, "SELECT count(*) FROM detection_feed f JOIN detection_partitions p"
+                            " USING (partition) WHERE f.xid > p.read_to")  # fmt: skip
+    assert unread == parts - 1
+
+    async with running_ingest(config) as restarted:
+        again = restarted.detection
+        assert again is not None
+        assert await eventually(lambda: again.service_of(unique_site) is not None)
+        owner = again.service_of(unique_site)
+        assert owner is not None
+        assert await eventually(
+            lambda: (
+                owner.stage.known(int(str(stream)))
+                and owner.stage.snapshot(int(str(stream)))["readings"] == 20 * parts
+            )
+        )
 
 
 async def test_a_new_sensors_first_reading_is_judged_as_what_it_is(
