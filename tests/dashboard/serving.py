@@ -120,7 +120,9 @@ def serving(dsn: str, *, reads_prefer_standby: bool = False, **settings: Any) ->
     finally:
         for client in served.clients:  # open keep-alive connections hold waitress's loop
             client.close()
-        server.close()
+        # Closed on waitress's own loop thread: closed from here, its sockets could vanish
+        # under a select() in progress (EBADF in the loop thread).
+        server.trigger.pull_trigger(server.close)
         thread.join(10)
         app.server.extensions["smartcity.city"].stop()
         for key in (queries.READ_POOL_KEY, queries.POOL_KEY):
