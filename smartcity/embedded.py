@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -119,6 +120,13 @@ class MosquittoBroker:
             self._process.kill()
 
 
+class _SnapshotKeys(dict):  # type: ignore[type-arg]  # amqtt's own dict, whatever it holds
+    """A dict whose iteration walks a copy of its keys, so they may change meanwhile."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(super().__iter__()))
+
+
 class BuiltinBroker:
     """amqtt on its own thread and event loop, so it outlives nothing and blocks nothing."""
 
@@ -159,6 +167,10 @@ class BuiltinBroker:
             },
         }
         self._broker = AmqttBroker(config)
+        # amqtt 0.12 walks its subscriptions while sending a new session its retained messages,
+        # awaiting each; another client subscribing meanwhile ended that session's handler
+        # ("dictionary changed size during iteration"), leaving a device connected and unheard.
+        self._broker._subscriptions = _SnapshotKeys(self._broker._subscriptions)
         await self._broker.start()
 
     def stop(self) -> None:  # noqa: D102

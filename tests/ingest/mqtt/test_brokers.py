@@ -285,3 +285,16 @@ async def test_losing_the_broker_ends_the_connection_with_a_reason() -> None:
         assert not client.connected
     finally:
         own.cleanup()
+
+
+def test_the_builtin_broker_survives_subscriptions_changing_while_it_walks_them(
+    amqtt_broker: BuiltinBroker,
+) -> None:
+    """amqtt 0.12 walks its subscriptions while it sends a new session its retained messages,
+    awaiting each: a client subscribing meanwhile ended that session's handler. Seen in the
+    demo without Mosquitto: 18 of 60 devices connected and were never answered."""
+    subscriptions = amqtt_broker._broker._subscriptions
+    subscriptions.setdefault("walk/first", [])
+    for topic in subscriptions:  # what the session set-up does
+        subscriptions.setdefault(f"walk/{topic}/more", [])  # what a subscribe does meanwhile
+    assert "walk/walk/first/more" in subscriptions
