@@ -37,6 +37,7 @@ from processing.layout import (
     S_MISSING_FACTOR,
     S_MISSING_MIN,
     S_NB_MIN,
+    S_NB_SPLIT,
     S_NB_TAU,
     S_PROTECT,
     S_QUIET_READINGS,
@@ -122,6 +123,10 @@ def neighbour_kernel(
     corrected = np.empty(members.shape[0])
     anchors = np.empty(members.shape[0])
     fresh_rows = np.empty(members.shape[0], dtype=np.int64)
+    compared_rows = np.zeros(members.shape[0], dtype=np.int64)
+    scores = np.empty(members.shape[0])
+    sigmas = np.empty(members.shape[0])
+    expected = np.empty(members.shape[0])
     for g in range(starts.shape[0] - 1):
         if n_events >= events.shape[0] - (starts[g + 1] - starts[g]):
             break
@@ -152,11 +157,18 @@ def neighbour_kernel(
         # the consensus, which would otherwise be free to wander with them; silent members count
         # there too.
         median = np.median(corrected[:m]) + np.median(anchors[:k])
+        # Learn from every comparison first; open or resolve after, knowing how many members
+        # the consensus sets apart at once. When more than a share of them are, the group has
+        # split in two (or one member's silence moved the median across a gap): no member is
+        # the odd one out, so none opens an alert on it.
+        apart_now = 0
         for j in range(m):
             r = fresh_rows[j]
             # Compare each reading once: a sweep between two readings learns nothing new.
             if core[r, C_LAST_TS] <= core[r, C_NB_SEEN]:
+                compared_rows[j] = 0
                 continue
+            compared_rows[j] = 1
             core[r, C_NB_SEEN] = core[r, C_LAST_TS]
             offset = scratch[j] - median
             seen = core[r, C_NB_N]
@@ -186,6 +198,16 @@ def neighbour_kernel(
                 tail_learn(core, r, C_NB_Q, abs(z), odd, cfg)
                 tail_learn(core, r, C_NB_SHIFT_Q, apart, drifting, cfg)
                 core[r, C_NB_TS] = now_us
+            scores[j] = score
+            sigmas[j] = sigma
+            expected[j] = median + usual
+            apart_now += score >= opening_score(cadence, cfg)
+        split = apart_now > cfg[S_NB_SPLIT] * m
+        for j in range(m):
+            if compared_rows[j] == 0:
+                continue
+            r = fresh_rows[j]
+            cadence = core[r, C_CADENCE]
             n_events = condition_step(
                 conds,
                 events,
@@ -193,12 +215,12 @@ def neighbour_kernel(
                 r,
                 K_NEIGHBOUR,
                 now_us,
-                score >= opening_score(cadence, cfg),
-                score >= cfg[S_CALM_SCORE],
-                score,
+                scores[j] >= opening_score(cadence, cfg) and not split,
+                scores[j] >= cfg[S_CALM_SCORE],
+                scores[j],
                 scratch[j],
-                median + usual,
-                sigma,
+                expected[j],
+                sigmas[j],
                 min_s,
                 max(quiet_s, cfg[S_QUIET_READINGS] * cadence),
                 cfg[S_FLAP_TAU],

@@ -595,13 +595,15 @@ class NaiveCity:
         median = statistics.median(
             self.streams[i].smooth - self.streams[i].neighbours.offset for i in fresh
         ) + statistics.median(anchors)
+        # Every comparison learned first; then, unless more than a share of the members are set
+        # apart at once (the group is split, no member the odd one out), conditions as usual.
+        judged: list[tuple[int, float]] = []
         for stream_id in fresh:
             stream = self.streams[stream_id]
             view = stream.neighbours
             if stream.last_ts <= view.newest_compared:
                 continue  # nothing new since the last sweep
             view.newest_compared = stream.last_ts
-            before = len(stream.events)
             offset = stream.smooth - median
             sigma = max(SIGMA_PER_MAD * view.spread, stream.floor + 0.05 * abs(median))
             z = (offset - view.offset) / sigma if view.seen else 0.0
@@ -627,10 +629,16 @@ class NaiveCity:
                 view.odd_tail.learn(abs(z), odd, cfg)
                 view.drift_tail.learn(apart, drifting, cfg)
                 view.compared_at = now
+            judged.append((stream_id, score))
+        set_apart = sum(score >= opening_score(self.streams[i].cadence, cfg) for i, score in judged)
+        split = set_apart > cfg.neighbour_split_share * len(fresh)
+        for stream_id, score in judged:
+            stream = self.streams[stream_id]
+            before = len(stream.events)
             stream._condition(
                 Kind.NEIGHBOUR,
                 now,
-                score >= opening_score(stream.cadence, cfg),
+                score >= opening_score(stream.cadence, cfg) and not split,
                 score >= cfg.calm_score,
                 score,
                 cfg.quiet_readings * stream.cadence,

@@ -159,6 +159,39 @@ def test_a_station_falling_silent_does_not_move_its_neighbours_consensus() -> No
     assert _opened(events, Kind.NEIGHBOUR) == []
 
 
+def _heat_island(silent_copy: bool, settings: DetectionSettings) -> set[int]:
+    """Four suburbs, and four central stations reporting one shared series (as datasets copy a
+    weather station's); on the fourth night the centre stays 3 degrees warmer, and one copy
+    may be silent from that evening. The streams opening neighbour alerts."""
+    rng = np.random.default_rng(17)
+    steps = 4 * 1440
+    hours = np.arange(steps) / 60
+    day = 10 + 5 * np.cos(2 * np.pi * (hours - 15) / 24)
+    inversion = 3.0 * ((hours > 71) & (hours < 79))
+    suburbs = day[:, None] + rng.normal(0, 0.2, (steps, 4))
+    centre = np.repeat((day + inversion + rng.normal(0, 0.2, steps))[:, None], 4, axis=1)
+    values = np.hstack([suburbs, centre])
+    if silent_copy:
+        values[70 * 60 :, 7] = np.nan
+    stage = DetectionStage(settings)
+    stage.describe(
+        [StreamInfo(i, f"aq-{i}", "aq", "temperature", "°C", "air", "north") for i in range(8)]
+    )
+    return {e.stream_id for e in _opened(_run(stage, values, sweep=True), Kind.NEIGHBOUR)}
+
+
+def test_one_silent_copy_does_not_set_its_twins_apart() -> None:
+    """Four of eight: the median sits between centre and suburbs, each half the gap away. One
+    copy silent, it crosses to the suburbs' side and the three others are the whole gap away,
+    all at once: a split group, not three faulty stations, and no neighbour alert."""
+    settings = DetectionSettings()
+    assert _heat_island(silent_copy=False, settings=settings) == set()
+    assert _heat_island(silent_copy=True, settings=settings) == set()
+    # Without the rule each remaining copy would be alerted on.
+    every_member_alone = DetectionSettings(neighbour_split_share=1.0)
+    assert _heat_island(silent_copy=True, settings=every_member_alone) == {4, 5, 6}
+
+
 def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
     """Ten weeks of an hourly daily cycle with a spike of ``size`` at the end of week nine."""
     rng = np.random.default_rng(12)
