@@ -123,7 +123,6 @@ def neighbour_kernel(
     corrected = np.empty(members.shape[0])
     anchors = np.empty(members.shape[0])
     fresh_rows = np.empty(members.shape[0], dtype=np.int64)
-    compared_rows = np.zeros(members.shape[0], dtype=np.int64)
     scores = np.empty(members.shape[0])
     sigmas = np.empty(members.shape[0])
     expected = np.empty(members.shape[0])
@@ -166,9 +165,8 @@ def neighbour_kernel(
             r = fresh_rows[j]
             # Compare each reading once: a sweep between two readings learns nothing new.
             if core[r, C_LAST_TS] <= core[r, C_NB_SEEN]:
-                compared_rows[j] = 0
+                scores[j] = np.nan  # not compared: nothing to open or resolve on
                 continue
-            compared_rows[j] = 1
             core[r, C_NB_SEEN] = core[r, C_LAST_TS]
             offset = scratch[j] - median
             seen = core[r, C_NB_N]
@@ -204,7 +202,7 @@ def neighbour_kernel(
             apart_now += score >= opening_score(cadence, cfg)
         split = apart_now > cfg[S_NB_SPLIT] * m
         for j in range(m):
-            if compared_rows[j] == 0:
+            if np.isnan(scores[j]):
                 continue
             r = fresh_rows[j]
             cadence = core[r, C_CADENCE]
