@@ -110,9 +110,12 @@ class DetectionSettings:
             condition when that is commoner than ``alert_score``'s 1 in 50,000 readings: an
             hourly stream opens at once a year of its readings (score 0.65), not once in 5.7
             years. Streams reporting every 10 minutes or faster keep ``alert_score``.
-        neighbour_split_share: Share of a neighbour group's members set apart from the
-            consensus at once above which the group is taken as split in two (or moved by one
-            member's silence): no member is the odd one out, and none opens a neighbour alert.
+        neighbour_split_share: Share of a neighbour group's members beyond calm at once above
+            which the group is taken as split in two (or moved by one member's silence): no
+            member is the odd one out, and none opens a neighbour alert until it is calm again.
+        neighbour_drift_tau_s: Time constant of a stream's long usual offset from its
+            neighbours and of the spreads of its comparisons, seconds: a drift shows as the
+            offset of the last day (``neighbour_tau_s``) leaving it, however slowly it comes.
     """
 
     warmup_readings: float = 30
@@ -149,6 +152,7 @@ class DetectionSettings:
     quiet_readings: float = 3
     alert_every_s: float = 365 * 86_400.0
     neighbour_split_share: float = 1 / 3
+    neighbour_drift_tau_s: float = 7 * 86_400
 
     def as_array(self) -> NDArray[np.float64]:
         """The values in field order, as the kernels index them (see ``processing.layout.S_*``)."""

@@ -71,7 +71,15 @@ C_LAST_RES = 46  # the last reading less its expectation
 C_STEP_SPREAD = 47  # mean absolute change of that, reading to reading
 C_JUMP_Q = 48  # of the sudden departure (see processing.fused)
 C_JUMP_M = 49
-N_CORE = 50
+# the neighbour sweep's slow comparison: a drift too slow for the usual offset to notice
+C_NB_LONG = 50  # the usual offset over weeks, against which the recent offset drifts
+C_NB_DRIFT_SPREAD = 51  # mean absolute distance of the recent offset from the long one
+C_NB_DRIFT_Q = 52  # tail model of that distance in its spreads
+C_NB_DRIFT_M = 53
+C_NB_SPAN = 54  # seconds of readings compared with the neighbours so far
+C_NB_HELD = 55  # 1 from a split of the group until this member's comparison is calm again
+C_NB_RECENT = 56  # the offset over about a day, learned from every comparison
+N_CORE = 57
 
 # params fields
 P_LO = 0
@@ -153,6 +161,7 @@ S_TAIL_RATE = 30
 S_QUIET_READINGS = 31
 S_ALERT_EVERY = 32
 S_NB_SPLIT = 33
+S_NB_DRIFT_TAU = 34
 
 # event columns
 E_ROW = 0

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from processing import layout as k
 
-STATE_VERSION: Final = 5
+STATE_VERSION: Final = 6
 _WIDTHS: Final = (k.N_CORE, k.N_SLOTS * 3, 24 * 2, k.N_KINDS * k.N_COND)
 ROW_FLOATS: Final = sum(_WIDTHS)
 ROW_BYTES: Final = ROW_FLOATS * 8

@@ -6,6 +6,8 @@ apart from the median of its nearby stations of the same kind) run on the stage'
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from processing.conditions import condition_step
@@ -16,31 +18,44 @@ from processing.layout import (
     C_N,
     C_NB_CUSUM_NEG,
     C_NB_CUSUM_POS,
+    C_NB_DRIFT_M,
+    C_NB_DRIFT_Q,
+    C_NB_DRIFT_SPREAD,
+    C_NB_HELD,
+    C_NB_LONG,
     C_NB_M,
     C_NB_N,
     C_NB_OFFSET,
     C_NB_Q,
+    C_NB_RECENT,
     C_NB_SCORE,
     C_NB_SEEN,
     C_NB_SHIFT_M,
     C_NB_SHIFT_Q,
+    C_NB_SPAN,
     C_NB_SPREAD,
     C_NB_TS,
     C_SMOOTH,
     K_MISSING,
     K_NEIGHBOUR,
+    M_COUNT,
+    M_GAS,
+    M_PARTICLES,
     MAD_TO_SIGMA,
     P_FLOOR,
     P_LEAD,
+    P_METRIC,
     S_CALM_SCORE,
     S_FLAP_TAU,
     S_MISSING_FACTOR,
     S_MISSING_MIN,
+    S_NB_DRIFT_TAU,
     S_NB_MIN,
     S_NB_SPLIT,
     S_NB_TAU,
     S_PROTECT,
     S_QUIET_READINGS,
+    S_TAIL_RATE,
     S_WARMUP,
     US,
 )
@@ -51,6 +66,7 @@ from processing.tails import (
     opening_score,
     squash,
     tail_learn,
+    tail_learn_at,
     tail_score,
 )
 
@@ -121,7 +137,6 @@ def neighbour_kernel(
     n_events = 0
     scratch = np.empty(members.shape[0])
     corrected = np.empty(members.shape[0])
-    anchors = np.empty(members.shape[0])
     fresh_rows = np.empty(members.shape[0], dtype=np.int64)
     scores = np.empty(members.shape[0])
     sigmas = np.empty(members.shape[0])
@@ -130,18 +145,13 @@ def neighbour_kernel(
         if n_events >= events.shape[0] - (starts[g + 1] - starts[g]):
             break
         m = 0
-        k = 0
         for j in range(starts[g], starts[g + 1]):
             r = members[j]
             cadence = core[r, C_CADENCE]
             if core[r, C_N] < cfg[S_WARMUP] or cadence <= 0:
                 continue
-            silent = now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US
-            if not silent or core[r, C_NB_N] > 0:
-                anchors[k] = core[r, C_NB_OFFSET]
-                k += 1
-            if silent:
-                continue
+            if now_us - core[r, C_LAST_TS] > (3.0 * cadence + 60.0) * US:
+                continue  # silent
             scratch[m] = core[r, C_SMOOTH]
             corrected[m] = core[r, C_SMOOTH] - core[r, C_NB_OFFSET]
             fresh_rows[m] = r
@@ -149,17 +159,18 @@ def neighbour_kernel(
         if m < cfg[S_NB_MIN]:
             continue
         # The consensus is the median of the members each less its usual offset: stations that
-        # usually agree sit close together, so one going wrong moves it by a small fraction of
-        # their spread, not by the gap between two stations' raw levels (which made a faulty
-        # station's neighbours drift apart from the consensus in its place). Adding back the
-        # median usual offset keeps it at a typical station's level: offsets are learned against
-        # the consensus, which would otherwise be free to wander with them; silent members count
-        # there too.
-        median = np.median(corrected[:m]) + np.median(anchors[:k])
+        # usually agree sit close together, so one going wrong (or silent) moves it by a small
+        # fraction of their spread, not by the gap between two stations' raw levels or usual
+        # offsets. A shift common to every usual offset moves the consensus the other way and
+        # cancels in every comparison, so nothing anchors it: an anchor such as the median
+        # usual offset jumped by the gap between two stations' offsets whenever one member's
+        # drift carried its offset past another's, and set the others apart.
+        median = np.median(corrected[:m])
         # Learn from every comparison first; open or resolve after, knowing how many members
-        # the consensus sets apart at once. When more than a share of them are, the group has
-        # split in two (or one member's silence moved the median across a gap): no member is
-        # the odd one out, so none opens an alert on it.
+        # the consensus sets apart at once (beyond calm: members do not all cross the opening
+        # score in the same sweep). When more than a share of them are, the group has split
+        # in two (or one member's silence moved the median across a gap): no member is the
+        # odd one out, so none opens an alert on it.
         apart_now = 0
         for j in range(m):
             r = fresh_rows[j]
@@ -167,45 +178,97 @@ def neighbour_kernel(
             if core[r, C_LAST_TS] <= core[r, C_NB_SEEN]:
                 scores[j] = np.nan  # not compared: nothing to open or resolve on
                 continue
+            # Time constants count the time between the readings compared (sweeps may come
+            # less often than readings), at most ten readings' worth after a gap.
+            cadence = core[r, C_CADENCE]
+            previous = core[r, C_NB_SEEN]
+            step_s = cadence
+            if previous > 0.0:
+                step_s = min((core[r, C_LAST_TS] - previous) / US, 10.0 * cadence)
             core[r, C_NB_SEEN] = core[r, C_LAST_TS]
             offset = scratch[j] - median
             seen = core[r, C_NB_N]
             usual = core[r, C_NB_OFFSET]
             spread = core[r, C_NB_SPREAD]
-            sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + 0.05 * abs(median))
+            # Concentrations and counts differ between stations in proportion to their level;
+            # a pressure or a temperature has no true zero to be proportional to (5 % of
+            # 1,000 hPa hid every pressure drift).
+            metric = params[r, P_METRIC]
+            ratio_scale = metric in (M_PARTICLES, M_GAS, M_COUNT)
+            relative = 0.05 * abs(median + usual) if ratio_scale else 0.0
+            sigma = max(MAD_TO_SIGMA * spread, params[r, P_FLOOR] + relative)
             z = (offset - usual) / sigma if seen > 0 else 0.0
             warm = seen >= cfg[S_WARMUP]
             if seen == 0:
                 usual = offset
+                core[r, C_NB_LONG] = offset
+                core[r, C_NB_RECENT] = offset
+                core[r, C_NB_DRIFT_SPREAD] = 0.0
                 core[r, C_NB_Q], core[r, C_NB_M] = NB_PRIOR
                 core[r, C_NB_SHIFT_Q], core[r, C_NB_SHIFT_M] = SHIFT_PRIOR
+                core[r, C_NB_DRIFT_Q], core[r, C_NB_DRIFT_M] = NB_PRIOR
             # One odd comparison, or a run of moderately odd ones (a station's own offset or
             # drift, which each reading alone would not show), as for the stream's own level.
             apart = cusum_step(core, r, C_NB_CUSUM_POS, C_NB_CUSUM_NEG, z, cfg)
             odd = tail_score(core, r, C_NB_Q, abs(z)) if warm else 0.0
             drifting = tail_score(core, r, C_NB_SHIFT_Q, apart) if warm else 0.0
-            score = max(odd, drifting)
+            # A drift over days moves the usual offset along with it, so neither of those sees
+            # it: the offset of about the last day (learned from every comparison, fault or
+            # not) is also compared with where it stood over weeks, in units of how far it
+            # usually wanders from there. Judged once the long offset has had those weeks.
+            long = core[r, C_NB_LONG]
+            recent = core[r, C_NB_RECENT] if seen > 0 else offset
+            wander = abs(recent - long)
+            # The recent offset averages about 2 tau / cadence readings: finer than one
+            # reading's resolution.
+            fine = params[r, P_FLOOR] / math.sqrt(max(1.0, 2.0 * cfg[S_NB_TAU] / cadence))
+            drift_sigma = max(MAD_TO_SIGMA * core[r, C_NB_DRIFT_SPREAD], fine)
+            span = core[r, C_NB_SPAN] if seen > 0 else 0.0
+            long_warm = warm and span >= cfg[S_NB_DRIFT_TAU]
+            slow = tail_score(core, r, C_NB_DRIFT_Q, wander / drift_sigma) if long_warm else 0.0
+            score = max(odd, drifting, slow)
             weight = cfg[S_PROTECT] if score >= cfg[S_CALM_SCORE] else 1.0
-            cadence = core[r, C_CADENCE]
-            a = max(1.0 / (seen + 1.0), min(0.5, cadence / cfg[S_NB_TAU])) * weight
-            core[r, C_NB_OFFSET] = usual + a * (offset - usual)
-            core[r, C_NB_SPREAD] = spread + a * (abs(offset - usual) - spread)
+            a = max(1.0 / (seen + 1.0), min(0.5, step_s / cfg[S_NB_TAU]))
+            core[r, C_NB_OFFSET] = usual + a * weight * (offset - usual)
+            core[r, C_NB_RECENT] = recent + a * (offset - recent)
+            # Spreads learn over weeks and from at most 3 sigma a comparison: learned as fast
+            # as the usual offset, a drift too slow to score taught them that it was normal.
+            b = max(1.0 / (seen + 1.0), min(0.5, step_s / cfg[S_NB_DRIFT_TAU])) * weight
+            core[r, C_NB_SPREAD] = spread + b * (min(abs(offset - usual), 3.0 * sigma) - spread)
+            core[r, C_NB_LONG] = long + b * (offset - long)
+            wandered = min(wander, 3.0 * drift_sigma)
+            core[r, C_NB_DRIFT_SPREAD] += b * (wandered - core[r, C_NB_DRIFT_SPREAD])
             core[r, C_NB_N] = seen + 1.0
+            core[r, C_NB_SPAN] = span + step_s
             core[r, C_NB_SCORE] = score
+            # The tails learn only while the comparison is usual in every way: a drift lasting
+            # days, odd by one measure first, must not teach the others that it is normal.
             if warm:
-                tail_learn(core, r, C_NB_Q, abs(z), odd, cfg)
-                tail_learn(core, r, C_NB_SHIFT_Q, apart, drifting, cfg)
+                tail_learn(core, r, C_NB_Q, abs(z), score, cfg)
+                tail_learn(core, r, C_NB_SHIFT_Q, apart, score, cfg)
                 core[r, C_NB_TS] = now_us
+            if long_warm:
+                # As slowly as the long offset learns.
+                slow_rate = cfg[S_TAIL_RATE] * cfg[S_NB_TAU] / cfg[S_NB_DRIFT_TAU]
+                tail_learn_at(core, r, C_NB_DRIFT_Q, wander / drift_sigma, score, cfg, slow_rate)
             scores[j] = score
             sigmas[j] = sigma
             expected[j] = median + usual
-            apart_now += score >= opening_score(cadence, cfg)
+            apart_now += score >= cfg[S_CALM_SCORE]
         split = apart_now > cfg[S_NB_SPLIT] * m
         for j in range(m):
             if np.isnan(scores[j]):
                 continue
             r = fresh_rows[j]
             cadence = core[r, C_CADENCE]
+            # A member apart when its group split stays held until it is calm once more: as
+            # the group comes back together its members calm one by one, and the last is not
+            # the odd one out either.
+            calm_now = scores[j] < cfg[S_CALM_SCORE]
+            if calm_now:
+                core[r, C_NB_HELD] = 0.0
+            elif split:
+                core[r, C_NB_HELD] = 1.0
             n_events = condition_step(
                 conds,
                 events,
@@ -213,7 +276,7 @@ def neighbour_kernel(
                 r,
                 K_NEIGHBOUR,
                 now_us,
-                scores[j] >= opening_score(cadence, cfg) and not split,
+                scores[j] >= opening_score(cadence, cfg) and core[r, C_NB_HELD] == 0.0,
                 scores[j] >= cfg[S_CALM_SCORE],
                 scores[j],
                 scratch[j],

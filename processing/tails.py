@@ -77,11 +77,24 @@ def tail_learn(
     Only strengths that are not unusual (below ``calm_score``) teach: a developing fault is not
     what normal looks like. No excess counts for more than ``EXCESS_CAP`` mean excesses.
     """
+    tail_learn_at(core, r, field, strength, score, cfg, cfg[S_TAIL_RATE])
+
+
+@inline_kernel
+def tail_learn_at(
+    core: np.ndarray,
+    r: int,
+    field: int,
+    strength: float,
+    score: float,
+    cfg: np.ndarray,
+    rate: float,
+) -> None:
+    """:func:`tail_learn` at a learning rate of the caller's."""
     m = core[r, field + 1]
     if m <= 0.0 or score >= cfg[S_CALM_SCORE]:
         return
     q = core[r, field]
-    rate = cfg[S_TAIL_RATE]
     if strength > q:
         excess = min(strength - q, EXCESS_CAP * m)
         core[r, field + 1] = max(m + rate * (excess - m), EXCESS_FLOOR)

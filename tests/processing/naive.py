@@ -59,17 +59,20 @@ class Tail:
         chance = 0.01 * (1 + shape * (strength - self.threshold) / scale) ** (-1 / shape)
         return min(1.0, (-math.log10(chance) - 2) / 3)
 
-    def learn(self, strength: float, score: float, cfg: DetectionSettings) -> None:
+    def learn(
+        self, strength: float, score: float, cfg: DetectionSettings, rate: float | None = None
+    ) -> None:
         """Quantile step for the threshold, capped mean excess; the unusual teaches nothing."""
         if self.excess <= 0 or score >= cfg.calm_score:
             return
+        rate = cfg.tail_rate if rate is None else rate
         if strength > self.threshold:
             excess = min(strength - self.threshold, 6 * self.excess)
             before = self.excess
-            self.excess = max(before + cfg.tail_rate * (excess - before), 0.25)
-            self.threshold += cfg.tail_rate * before * 0.99
+            self.excess = max(before + rate * (excess - before), 0.25)
+            self.threshold += rate * before * 0.99
         else:
-            self.threshold = max(self.threshold - cfg.tail_rate * self.excess * 0.01, 0.0)
+            self.threshold = max(self.threshold - rate * self.excess * 0.01, 0.0)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,12 @@ class NeighbourView:
     down: float = 0.0
     odd_tail: Tail = field(default_factory=Tail)
     drift_tail: Tail = field(default_factory=Tail)
+    span: float = 0.0  # seconds of readings compared so far
+    held: bool = False  # apart when the group split, and not calm since
+    long: float = 0.0  # the usual offset over weeks
+    recent: float = 0.0  # the offset over about a day, from every comparison
+    wander: float = 0.0  # mean absolute distance of the usual offset from the long one
+    slow_tail: Tail = field(default_factory=Tail)
 
 
 @dataclass
@@ -145,6 +154,7 @@ class NaiveStream:
     # behave as generic here), its paired stream, whether it speaks for its sensor (missing
     # data) and its air-quality rule.
     kind: str = "generic"
+    ratio_scale: bool = False  # a concentration or count, whose zero is a true zero
     partner: NaiveStream | None = None
     lead: bool = False
     air: AirRule | None = None
@@ -581,20 +591,11 @@ class NaiveCity:
         ]
         if len(fresh) < cfg.neighbour_min_members:
             return
-        # The median of the members each less its usual offset, then the usual offsets' median
-        # added back: of every warm member compared before, silent or not.
-        warm_before = [
-            i
-            for i in group
-            if i not in fresh
-            and self.streams[i].n >= cfg.warmup_readings
-            and self.streams[i].cadence > 0
-            and self.streams[i].neighbours.seen > 0
-        ]
-        anchors = [self.streams[i].neighbours.offset for i in [*fresh, *warm_before]]
+        # The median of the members each less its usual offset; nothing anchors it (a shift
+        # common to every usual offset cancels in every comparison).
         median = statistics.median(
             self.streams[i].smooth - self.streams[i].neighbours.offset for i in fresh
-        ) + statistics.median(anchors)
+        )
         # Every comparison learned first; then, unless more than a share of the members are set
         # apart at once (the group is split, no member the odd one out), conditions as usual.
         judged: list[tuple[int, float]] = []
@@ -603,42 +604,72 @@ class NaiveCity:
             view = stream.neighbours
             if stream.last_ts <= view.newest_compared:
                 continue  # nothing new since the last sweep
+            # The time between the readings compared, at most ten readings' worth.
+            step_s = stream.cadence
+            if view.newest_compared > 0:
+                step_s = min((stream.last_ts - view.newest_compared) / 1e6, 10 * stream.cadence)
             view.newest_compared = stream.last_ts
             offset = stream.smooth - median
-            sigma = max(SIGMA_PER_MAD * view.spread, stream.floor + 0.05 * abs(median))
+            relative = 0.05 * abs(median + view.offset) if stream.ratio_scale else 0.0
+            sigma = max(SIGMA_PER_MAD * view.spread, stream.floor + relative)
             z = (offset - view.offset) / sigma if view.seen else 0.0
             warm = view.seen >= cfg.warmup_readings
             usual = view.offset
             if view.seen == 0:
                 usual = offset
+                view.long, view.recent, view.wander = offset, offset, 0.0
                 view.odd_tail, view.drift_tail = Tail(3.0, 1.0), Tail(4.0, 2.0)
+                view.slow_tail = Tail(3.0, 1.0)
             clipped = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
             view.up = min(max(0.0, view.up + clipped - cfg.cusum_k), cfg.cusum_cap)
             view.down = min(max(0.0, view.down - clipped - cfg.cusum_k), cfg.cusum_cap)
             apart = max(view.up, view.down)
             odd = view.odd_tail.score(abs(z)) if warm else 0.0
             drifting = view.drift_tail.score(apart) if warm else 0.0
-            score = max(odd, drifting)
-            rate = max(1 / (view.seen + 1), min(0.5, stream.cadence / cfg.neighbour_tau_s))
-            rate *= cfg.protect if score >= cfg.calm_score else 1.0
-            view.offset = usual + rate * (offset - usual)
-            view.spread += rate * (abs(offset - usual) - view.spread)
+            # The offset of about a day (learned from every comparison) against the long one,
+            # once the long one has had its weeks; a day's average is finer than one reading.
+            recent = view.recent if view.seen else offset
+            wander = abs(recent - view.long)
+            fine = stream.floor / math.sqrt(max(1.0, 2 * cfg.neighbour_tau_s / stream.cadence))
+            slow_sigma = max(SIGMA_PER_MAD * view.wander, fine)
+            long_warm = warm and view.span >= cfg.neighbour_drift_tau_s
+            slow = view.slow_tail.score(wander / slow_sigma) if long_warm else 0.0
+            score = max(odd, drifting, slow)
+            held = cfg.protect if score >= cfg.calm_score else 1.0
+            rate = max(1 / (view.seen + 1), min(0.5, step_s / cfg.neighbour_tau_s))
+            slow_rate = max(1 / (view.seen + 1), min(0.5, step_s / cfg.neighbour_drift_tau_s))
+            view.offset = usual + rate * held * (offset - usual)
+            view.recent = recent + rate * (offset - recent)
+            # Spreads over weeks, from at most 3 sigma a comparison.
+            view.spread += slow_rate * held * (min(abs(offset - usual), 3 * sigma) - view.spread)
+            view.long += slow_rate * held * (offset - view.long)
+            view.wander += slow_rate * held * (min(wander, 3 * slow_sigma) - view.wander)
             view.seen += 1
+            view.span += step_s
             view.score = score
-            if warm:
-                view.odd_tail.learn(abs(z), odd, cfg)
-                view.drift_tail.learn(apart, drifting, cfg)
+            if warm:  # only while usual in every way
+                view.odd_tail.learn(abs(z), score, cfg)
+                view.drift_tail.learn(apart, score, cfg)
                 view.compared_at = now
+            if long_warm:
+                tail_rate = cfg.tail_rate * cfg.neighbour_tau_s / cfg.neighbour_drift_tau_s
+                view.slow_tail.learn(wander / slow_sigma, score, cfg, tail_rate)
             judged.append((stream_id, score))
-        set_apart = sum(score >= opening_score(self.streams[i].cadence, cfg) for i, score in judged)
+        set_apart = sum(score >= cfg.calm_score for _, score in judged)
         split = set_apart > cfg.neighbour_split_share * len(fresh)
         for stream_id, score in judged:
             stream = self.streams[stream_id]
+            view = stream.neighbours
+            # Apart when the group split: held until calm once more.
+            if score < cfg.calm_score:
+                view.held = False
+            elif split:
+                view.held = True
             before = len(stream.events)
             stream._condition(
                 Kind.NEIGHBOUR,
                 now,
-                score >= opening_score(stream.cadence, cfg) and not split,
+                score >= opening_score(stream.cadence, cfg) and not view.held,
                 score >= cfg.calm_score,
                 score,
                 cfg.quiet_readings * stream.cadence,

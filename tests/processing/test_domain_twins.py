@@ -16,18 +16,26 @@ import numpy as np
 import pytest
 
 from processing import aqi
+from processing import layout as k
 from processing.config import DetectionSettings
 from processing.hook import ReadingColumns
 from processing.kinds import Kind
 from processing.stage import DetectionStage
-from processing.streams import PLAUSIBLE, RESOLUTION, StreamInfo, neighbour_groups
+from processing.streams import PLAUSIBLE, RESOLUTION, StreamInfo, metric_code, neighbour_groups
 from tests.processing.naive import AirRule, NaiveCity, NaiveStream
 
 T0 = 1_795_000_000_000_000 - 1_795_000_000_000_000 % 86_400_000_000  # a midnight, UTC
 MINUTE = 60_000_000
 HOUR = 60 * MINUTE
 DAYS = 3
-SETTINGS = replace(DetectionSettings(), warmup_s=6 * 3600.0)
+# The neighbour offsets have their day and weeks in hours here, so the slow comparison is
+# judged too.
+SETTINGS = replace(
+    DetectionSettings(),
+    warmup_s=6 * 3600.0,
+    neighbour_tau_s=2 * 3600.0,
+    neighbour_drift_tau_s=12 * 3600.0,
+)
 STATIONS = 5
 
 
@@ -40,6 +48,10 @@ def _city() -> list[StreamInfo]:
         infos.append(StreamInfo(len(infos), "loop1", "loop", metric, "", "traffic", "north"))
     for metric in ("fill_level", "temperature"):
         infos.append(StreamInfo(len(infos), "bin1", "bin", metric, "", "waste", "north"))
+    for station in range(STATIONS):  # the air's temperature: no true zero, neighbours agree
+        infos.append(
+            StreamInfo(len(infos), f"aq{station}", "aq", "temperature", "", "air", "north")
+        )
     return infos
 
 
@@ -61,6 +73,10 @@ def _readings(infos: list[StreamInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarr
             case "no2":
                 x = 40 + 15 * daily + rng.normal(0, 3, minutes.size) + 2 * station
                 x = np.where((hour >= 40) & (hour < 42), x + 500, x)
+            case "temperature" if info.family == "air":
+                x = 12 + 4 * daily + rng.normal(0, 0.2, minutes.size) + 0.5 * station
+                if station == 4:  # drifts away from the others from the second day on
+                    x = x + np.clip(1.0 * (hour - 40), 0, None)
             case "speed_mean":
                 x = 50 + rng.normal(0, 2, minutes.size)
                 x = np.where((hour >= 41) & (hour < 41.7), 8 + rng.normal(0, 1, minutes.size), x)
@@ -110,6 +126,7 @@ def _naive_city(infos: list[StreamInfo]) -> NaiveCity:
             high=high,
             kind=kind,
             air=air,
+            ratio_scale=metric_code(info) in (k.M_PARTICLES, k.M_GAS, k.M_COUNT),
         )
         devices.setdefault(info.device, []).append(info)
     for streams in devices.values():
@@ -142,6 +159,47 @@ class Run:
     scores: np.ndarray
     expected: np.ndarray
     events: list[Transition]
+    # After each sweep, per stream: the neighbour comparison's score, its usual, recent and
+    # long offsets, their spreads and its three tails, as the stage holds them and the twin.
+    neighbours: np.ndarray
+    twin_neighbours: np.ndarray
+
+
+NEIGHBOUR_COLUMNS = (
+    k.C_NB_SCORE,
+    k.C_NB_OFFSET,
+    k.C_NB_SPREAD,
+    k.C_NB_LONG,
+    k.C_NB_RECENT,
+    k.C_NB_DRIFT_SPREAD,
+    k.C_NB_DRIFT_Q,
+    k.C_NB_DRIFT_M,
+    k.C_NB_Q,
+    k.C_NB_M,
+    k.C_NB_SHIFT_Q,
+    k.C_NB_SHIFT_M,
+)
+
+
+def _twin_neighbours(city: NaiveCity) -> list[list[float]]:
+    views = [city.streams[i].neighbours for i in sorted(city.streams)]
+    return [
+        [
+            v.score,
+            v.offset,
+            v.spread,
+            v.long,
+            v.recent,
+            v.wander,
+            v.slow_tail.threshold,
+            v.slow_tail.excess,
+            v.odd_tail.threshold,
+            v.odd_tail.excess,
+            v.drift_tail.threshold,
+            v.drift_tail.excess,
+        ]
+        for v in views
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +213,8 @@ def both() -> Run:
     scores = np.empty(values.size)
     expected = np.empty(values.size)
     events: list[Transition] = []
+    neighbours: list[np.ndarray] = []
+    twin_neighbours: list[list[list[float]]] = []
     # Five-minute batches in time order, each followed by a sweep at its end, as ingest runs.
     bounds = np.searchsorted(ts, np.arange(T0, ts[-1] + 5 * MINUTE, 5 * MINUTE))
     for lo, hi in itertools.pairwise(bounds):
@@ -167,11 +227,17 @@ def both() -> Run:
         stage.sweep(datetime.fromtimestamp(now_us / 1e6, UTC), since=since)
         city.sweep(now_us, T0)
         events.extend(_stage_events(stage))
-    return Run(city, scores, expected, events)
+        neighbours.append(stage.state.core[: len(infos), NEIGHBOUR_COLUMNS].copy())
+        twin_neighbours.append(_twin_neighbours(city))
+    return Run(city, scores, expected, events, np.array(neighbours), np.array(twin_neighbours))
 
 
 def test_scores_match_the_twin(both: Run) -> None:
     np.testing.assert_allclose(both.scores, both.expected, rtol=1e-9, atol=1e-12)
+
+
+def test_every_neighbour_comparison_matches_the_twin(both: Run) -> None:
+    np.testing.assert_allclose(both.neighbours, both.twin_neighbours, rtol=1e-9, atol=1e-9)
 
 
 def test_every_transition_matches_the_twin(both: Run) -> None:

@@ -192,6 +192,78 @@ def test_one_silent_copy_does_not_set_its_twins_apart() -> None:
     assert _heat_island(silent_copy=True, settings=every_member_alone) == {4, 5, 6}
 
 
+def _hourly_stations(metric: str, values: np.ndarray) -> list[Event]:
+    """Stations of one district reporting ``values[hour, station]``, swept every hour."""
+    stations = values.shape[1]
+    stage = DetectionStage()
+    stage.describe(
+        [StreamInfo(i, f"aq-{i}", "aq", metric, "", "air", "north") for i in range(stations)]
+    )
+    t0 = int(MONDAY.timestamp() * 1e6)
+    streams = np.arange(stations, dtype=np.int32)
+    events: list[Event] = []
+    for hour in range(values.shape[0]):
+        ts = np.full(stations, t0 + hour * 60 * MINUTE_US, np.int64)
+        stage.process(ReadingColumns(streams, ts, values[hour]))
+        stage.sweep(MONDAY + timedelta(hours=hour, minutes=1), since=MONDAY)
+        events.extend(stage.drain())
+    return events
+
+
+def _weather(metric: str, weeks: int, stations: int, seed: int) -> np.ndarray:
+    """Hourly readings that share the city's weather (a wandering level and a daily cycle),
+    each station at its own offset with its own slow local swings and noise."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(weeks * 168)
+    daily = np.sin(2 * np.pi * hours / 24)
+    if metric == "pressure":  # hPa, stations at different heights
+        common = 1012 + np.cumsum(rng.normal(0, 0.4, hours.size)) + 0.8 * daily
+        offsets = -1.7 * np.arange(stations)
+        local = 0.1
+    else:  # pm2_5, µg/m³: episodes of a few days
+        common = 60 + 30 * np.sin(2 * np.pi * hours / 120) ** 2 + 10 * daily
+        offsets = rng.normal(0, 6, stations)
+        local = 3.0
+    swings = np.zeros((hours.size, stations))
+    for hour in range(1, hours.size):  # each station's own weather, an hour-to-hour memory
+        swings[hour] = 0.95 * swings[hour - 1] + rng.normal(0, local * 0.3, stations)
+    noise = rng.normal(0, local, (hours.size, stations))
+    return common[:, None] + offsets[None, :] + swings + noise
+
+
+def _drift_found_after(metric: str, size: float, seed: int) -> tuple[float | None, set[int]]:
+    """Six weeks of hourly stations; from the fifth week one drifts linearly to ``size`` over 72
+    hours and holds. Hours from the drift's start to the first neighbour alert on it (None if
+    none), and the other stations alerted on."""
+    values = _weather(metric, 6, 8, seed)
+    start = 4 * 168 + 5
+    ramp = np.clip((np.arange(values.shape[0]) - start) / 72, 0, 1)
+    values[:, 3] += size * ramp
+    opened = _opened(_hourly_stations(metric, values), Kind.NEIGHBOUR)
+    t_start = MONDAY + timedelta(hours=start)
+    on_drift = [(e.at - t_start).total_seconds() / 3600 for e in opened if e.stream_id == 3]
+    found = min((h for h in on_drift if h >= 0), default=None)
+    return found, {e.stream_id for e in opened if e.stream_id != 3 and e.at >= t_start}
+
+
+def test_a_slow_drift_apart_from_the_neighbours_is_found_while_it_grows() -> None:
+    """A drift over days carries a station's usual offset along with it, so the hourly
+    comparison and its CUSUM only see it late (or when it snaps back); the usual offset
+    compared with its weeks-long twin sees it grow."""
+    found, others = _drift_found_after("pm2_5", 60.0, seed=31)
+    assert found is not None
+    assert found < 72
+    assert others == set()
+
+
+def test_a_pressure_drift_is_not_hidden_by_the_level_of_the_air() -> None:
+    """5 % of 1,000 hPa was once the comparison's floor: a 4 hPa drift went unseen."""
+    found, others = _drift_found_after("pressure", 4.0, seed=32)
+    assert found is not None
+    assert found < 72
+    assert others == set()
+
+
 def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
     """Ten weeks of an hourly daily cycle with a spike of ``size`` at the end of week nine."""
     rng = np.random.default_rng(12)
