@@ -46,17 +46,19 @@ and not counted.
    the first faulty reading to that opening, in seconds and in readings.
 
    Precision: of the alerts the injection added, the share that are right. Added: opened in the
-   injected replay, on any stream, from a fault's first reading to ``AFTERMATH_READINGS`` after
-   its last (so the return to normal is counted), and not opened by the untouched replay on the
-   same stream and kind within ``BACKGROUND_READINGS`` (a real alert that merely moved because
-   learning saw other values is the same alert; after a dropout, also one that opened up to the
-   outage's length later, as a silent station's air-quality averages must fill again before it
-   can speak). Right: a sensor-fault alert (the kinds of
-   figure 1; missing data for a dropout) on the faulty stream (station, for a dropout) within
-   that aftermath. Air-quality alerts a fault causes, and alerts on other streams, are wrong.
-   Alerts added beyond every fault's aftermath (learning perturbed weeks earlier changing which
-   borderline real alerts open) are reported as ``alerts_later`` and not counted: how many
-   alerts real data opens on its own is figure 1.
+   injected replay from a fault's first reading to ``AFTERMATH_READINGS`` after its last (so
+   the return to normal is counted), on a stream the fault can reach (its own, its station's
+   for a dropout, and the streams compared with it: the same metric at the same site), and
+   not opened by the untouched replay on the same stream and kind within
+   ``BACKGROUND_READINGS`` (a real alert that merely moved because learning saw other values
+   is the same alert; after a dropout, also one that opened up to the outage's length later,
+   as a silent station's air-quality averages must fill again before it can speak). Right: a
+   sensor-fault alert (the kinds of figure 1; missing data for a dropout) on the faulty stream
+   (station, for a dropout) within that aftermath. Air-quality alerts a fault causes, and
+   alerts on its neighbours, are wrong. Alerts added anywhere else (learning perturbed weeks
+   earlier by another fault changing which borderline real alerts open: detection couples no
+   other streams) are reported as ``alerts_later`` and not counted: how many alerts real data
+   opens on its own is figure 1.
 3. Scores on untouched data: the share of readings scoring above 0.5 and above 0.9, per metric.
 """
 
@@ -333,13 +335,14 @@ class Verdict:
     added: int  # alerts the injection added, within AFTERMATH_READINGS of a fault
     right: int  # of those, a sensor-fault alert on the faulty stream (or station, for dropout)
     shifted: int  # alerts that only moved (same stream and kind within BACKGROUND_READINGS)
-    later: int  # added alerts beyond every fault's aftermath: perturbed learning, not counted
+    later: int  # added alerts no fault reaches in its aftermath: perturbed learning, not counted
 
 
 def judge(kind: str, faults: list[Fault], injected: Run, clean: Run, city: City) -> Verdict:
     """Recall and delay per fault; the added alerts, and how many of them are right."""
     describes = DESCRIBES[kind]
     device_of = {s.info.stream_id: s.info.device for s in city.series}
+    group_of = {s.info.stream_id: (s.info.site, s.info.metric) for s in city.series}
     ts_of = {s.info.stream_id: s.ts_us for s in city.series}
     cadence = {sid: float(np.median(np.diff(ts))) for sid, ts in ts_of.items()}
     background: dict[tuple[int, str], list[float]] = defaultdict(list)
@@ -361,6 +364,11 @@ def judge(kind: str, faults: list[Fault], injected: Run, clean: Run, city: City)
         if kind == "dropout":
             return device_of[event.stream_id] == fault.device
         return event.stream_id == fault.stream_id
+
+    def reaches(fault: Fault, event: Event) -> bool:
+        # A fault reaches its own stream (its station's, for a dropout) and the streams
+        # compared with it: the same metric at the same site. Detection couples nothing else.
+        return on_fault(fault, event) or group_of[event.stream_id] == group_of[fault.stream_id]
 
     def within(fault: Fault, event: Event, after: int) -> bool:
         ts = ts_of[fault.stream_id]
@@ -389,7 +397,7 @@ def judge(kind: str, faults: list[Fault], injected: Run, clean: Run, city: City)
             continue
         if shifted(event):
             moved += 1
-        elif not any(within(f, event, AFTERMATH_READINGS) for f in faults):
+        elif not any(within(f, event, AFTERMATH_READINGS) and reaches(f, event) for f in faults):
             later += 1
         else:
             added += 1
