@@ -253,7 +253,9 @@ def neighbour_kernel(
                 tail_learn_at(core, r, C_NB_DRIFT_Q, wander / drift_sigma, score, cfg, slow_rate)
             scores[j] = score
             sigmas[j] = sigma
-            expected[j] = median + usual
+            # What the neighbours say it should read: by the long usual offset when the drift
+            # is what stands out (the usual one has followed part of the way).
+            expected[j] = median + (long if slow > max(odd, drifting) else usual)
             apart_now += score >= cfg[S_CALM_SCORE]
         split = apart_now > cfg[S_NB_SPLIT] * m
         for j in range(m):

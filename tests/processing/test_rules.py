@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -231,37 +232,50 @@ def _weather(metric: str, weeks: int, stations: int, seed: int) -> np.ndarray:
     return common[:, None] + offsets[None, :] + swings + noise
 
 
-def _drift_found_after(metric: str, size: float, seed: int) -> tuple[float | None, set[int]]:
-    """Six weeks of hourly stations; from the fifth week one drifts linearly to ``size`` over 72
-    hours and holds. Hours from the drift's start to the first neighbour alert on it (None if
-    none), and the other stations alerted on."""
+@dataclass(frozen=True)
+class Drift:
+    """What the neighbours made of one station's slow drift."""
+
+    found_after_h: float | None  # from the drift's start to the first alert on it
+    drifted: float  # how far it had drifted by then
+    alert: Event | None
+    others: set[int]  # other stations alerted on after the drift began
+
+
+def _drift(metric: str, size: float, seed: int) -> Drift:
+    """Six weeks of hourly stations; from the fifth week station 3 drifts linearly to ``size``
+    over 72 hours and holds."""
     values = _weather(metric, 6, 8, seed)
     start = 4 * 168 + 5
     ramp = np.clip((np.arange(values.shape[0]) - start) / 72, 0, 1)
     values[:, 3] += size * ramp
     opened = _opened(_hourly_stations(metric, values), Kind.NEIGHBOUR)
     t_start = MONDAY + timedelta(hours=start)
-    on_drift = [(e.at - t_start).total_seconds() / 3600 for e in opened if e.stream_id == 3]
-    found = min((h for h in on_drift if h >= 0), default=None)
-    return found, {e.stream_id for e in opened if e.stream_id != 3 and e.at >= t_start}
+    alert = next((e for e in opened if e.stream_id == 3 and e.at >= t_start), None)
+    found = None if alert is None else (alert.at - t_start).total_seconds() / 3600
+    drifted = 0.0 if found is None else size * min(found / 72, 1.0)
+    others = {e.stream_id for e in opened if e.stream_id != 3 and e.at >= t_start}
+    return Drift(found, drifted, alert, others)
 
 
 def test_a_slow_drift_apart_from_the_neighbours_is_found_while_it_grows() -> None:
     """A drift over days carries a station's usual offset along with it, so the hourly
-    comparison and its CUSUM only see it late (or when it snaps back); the usual offset
-    compared with its weeks-long twin sees it grow."""
-    found, others = _drift_found_after("pm2_5", 60.0, seed=31)
-    assert found is not None
-    assert found < 72
-    assert others == set()
+    comparison and its CUSUM only see it late (or when it snaps back); the offset of the last
+    day compared with its weeks-long usual sees it grow. The alert says how far it has gone."""
+    drift = _drift("pm2_5", 60.0, seed=31)
+    assert drift.alert is not None
+    assert drift.found_after_h is not None
+    assert drift.found_after_h < 72
+    assert drift.alert.value - drift.alert.expected > 0.8 * drift.drifted
+    assert drift.others == set()
 
 
 def test_a_pressure_drift_is_not_hidden_by_the_level_of_the_air() -> None:
     """5 % of 1,000 hPa was once the comparison's floor: a 4 hPa drift went unseen."""
-    found, others = _drift_found_after("pressure", 4.0, seed=32)
-    assert found is not None
-    assert found < 72
-    assert others == set()
+    drift = _drift("pressure", 4.0, seed=32)
+    assert drift.found_after_h is not None
+    assert drift.found_after_h < 72
+    assert drift.others == set()
 
 
 def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
