@@ -282,17 +282,27 @@ def stage_kernel(
             core[r, C_REPEAT_P] = p
         age = ts - core[r, C_FIRST_TS]
         warm = n > 0 and n >= cfg[S_WARMUP] and age >= cfg[S_WARMUP_S] * US
+        # The bottom excuses a run only while the neighbours agree with it, or (without fresh
+        # neighbours) while the stream is expected near it: ozone at its detection limit on a
+        # summer afternoon when the other stations read 300 is a sensor stuck at its floor;
+        # every station at 5 after a front has cleared the air is the air.
+        cadence = core[r, C_CADENCE]
+        fresh_nb = ts - core[r, C_NB_TS] <= max(NB_FRESH_S, 2.0 * cadence + 60.0) * US
+        near = core[r, C_EXPECTED] - x < 3.0 * core[r, C_SIGMA]
+        if fresh_nb:
+            near = core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
+        excused = core[r, C_RUN_BOTTOM] != 0.0 and near
         # A reading pinned at the top of the range is saturated (a full bin), not stuck.
         stuck = (
             warm
             and run >= need
             and ts - core[r, C_RUN_START] >= cfg[S_STUCK_S] * US
             and x < params[r, P_HI]
-            and core[r, C_RUN_BOTTOM] == 0.0
+            and not excused
         )
         # A healthy stream repeats with probability p, so a run this long has chance p^(run-1).
         stuck_score = 0.0
-        if run >= cfg[S_STUCK_RUN] and warm and core[r, C_RUN_BOTTOM] == 0.0:
+        if run >= cfg[S_STUCK_RUN] and warm and not excused:
             stuck_score = score_of_rarity((run - 1.0) * -math.log10(min(max(p, 1e-3), 0.95)))
 
         # Bins: a big drop is a collection round, not an anomaly; the level restarts there.
@@ -361,7 +371,6 @@ def stage_kernel(
         statistical = metric != M_FILL and not collected and not congestion_pending
         # A shift the neighbours share (weather, a city-wide episode) is not this sensor's fault.
         cadence = core[r, C_CADENCE]
-        fresh_nb = ts - core[r, C_NB_TS] <= max(NB_FRESH_S, 2.0 * cadence + 60.0) * US
         shared = fresh_nb and core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
         # Scores are calibrated on the stream's own history (tail_score); conditions open at
         # opening_score and calm below calm_score, and a slow stream stays quiet for a few readings.

@@ -461,15 +461,24 @@ class NaiveStream:
             and self.n >= cfg.warmup_readings
             and ts - self.first_ts >= cfg.warmup_s * 1e6
         )
+        # The bottom excuses a run only while fresh neighbours agree with it, or without them
+        # while the stream is expected near it.
+        recent = max(600.0, 2 * self.cadence + 60) * 1e6
+        view = self.neighbours
+        if ts - view.compared_at <= recent:
+            near = view.score < cfg.calm_score
+        else:
+            near = self.expected - x < 3 * self.sigma
+        excused = self.run_at_bottom and near
         stuck = (
             warm
             and self.run >= need
             and ts - self.run_start >= cfg.stuck_min_s * 1e6
             and x < self.high  # pinned at the top of the range is saturated (a full bin)
-            and not self.run_at_bottom
+            and not excused
         )
         stuck_score = 0.0
-        if warm and self.run >= cfg.stuck_min_run and not self.run_at_bottom:
+        if warm and self.run >= cfg.stuck_min_run and not excused:
             # A run this long has chance p^(run - 1): its rarity in decades, without underflow.
             decades = -(self.run - 1) * math.log10(min(max(self.repeat_p, 1e-3), 0.95))
             stuck_score = min(1.0, max(0.0, (decades - 2) / 3))

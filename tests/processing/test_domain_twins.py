@@ -73,6 +73,8 @@ def _readings(infos: list[StreamInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarr
             case "no2":
                 x = 40 + 15 * daily + rng.normal(0, 3, minutes.size) + 2 * station
                 x = np.where((hour >= 40) & (hour < 42), x + 500, x)
+                if station == 1:  # stuck at its lowest reading while its neighbours are not
+                    x = np.where((hour >= 62) & (hour < 66), np.round(x[hour < 62].min(), 1), x)
             case "temperature" if info.family == "air":
                 x = 12 + 4 * daily + rng.normal(0, 0.2, minutes.size) + 0.5 * station
                 if station == 4:  # drifts away from the others from the second day on
@@ -93,6 +95,8 @@ def _readings(infos: list[StreamInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarr
             case _:
                 x = 18 + 3 * daily + rng.normal(0, 0.4, minutes.size)
                 x = np.where((hour >= 66) & (hour < 67), 75.0, x)  # a bin fire
+                # Stuck at its lowest reading by day, with no neighbours to ask.
+                x = np.where((hour >= 60) & (hour < 63), np.round(x[hour < 60].min(), 1), x)
         columns.append(np.round(x, 1))
     values = np.stack(columns, axis=1)  # minute x stream
     ts = T0 + minutes[:, None] * MINUTE + np.arange(len(infos))[None, :] * 1_000_000

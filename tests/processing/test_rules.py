@@ -278,6 +278,34 @@ def test_a_pressure_drift_is_not_hidden_by_the_level_of_the_air() -> None:
     assert drift.others == set()
 
 
+def _ozone(weeks: int, stations: int, seed: int) -> np.ndarray:
+    """Hourly ozone: high on sunny afternoons, low at night and now and then at the floor (2)."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(weeks * 168)
+    sun = np.clip(np.sin(2 * np.pi * (hours - 7) / 24), 0, None)
+    level = 40 + 20 * np.sin(2 * np.pi * hours / (24 * 9))
+    values = level[:, None] * 3 * sun[:, None] + 4 + rng.normal(0, 6, (hours.size, stations))
+    return np.round(np.clip(values, 2.0, None))
+
+
+def test_a_sensor_stuck_at_its_floor_while_the_others_read_high_is_stuck() -> None:
+    values = _ozone(3, 6, seed=41)
+    day = 2 * 168 + 3 * 24  # a Wednesday of the third week, from midnight
+    values[day + 5 : day + 20, 2] = 2.0  # at the floor from dawn to evening
+    stuck = _opened(_hourly_stations("o3", values), Kind.STUCK)
+    assert {e.stream_id for e in stuck} == {2}
+    assert stuck[0].at < MONDAY + timedelta(hours=day + 20)
+
+
+def test_every_station_at_the_floor_after_a_front_is_the_air() -> None:
+    """A front clears the air across the city: all stations at the floor for half a day,
+    against what their own baselines expect; the neighbours agree, so nothing is stuck."""
+    values = _ozone(3, 6, seed=42)
+    day = 2 * 168 + 3 * 24
+    values[day + 5 : day + 20, :] = 2.0
+    assert _opened(_hourly_stations("o3", values), Kind.STUCK) == []
+
+
 def _hourly_spike_score(size: float, settings: DetectionSettings) -> tuple[float, list[Event]]:
     """Ten weeks of an hourly daily cycle with a spike of ``size`` at the end of week nine."""
     rng = np.random.default_rng(12)
