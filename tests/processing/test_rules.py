@@ -285,7 +285,8 @@ def _ozone(weeks: int, stations: int, seed: int) -> np.ndarray:
     sun = np.clip(np.sin(2 * np.pi * (hours - 7) / 24), 0, None)
     level = 40 + 20 * np.sin(2 * np.pi * hours / (24 * 9))
     values = level[:, None] * 3 * sun[:, None] + 4 + rng.normal(0, 6, (hours.size, stations))
-    return np.round(np.clip(values, 2.0, None))
+    floored: np.ndarray = np.round(np.clip(values, 2.0, None))
+    return floored
 
 
 def test_a_sensor_stuck_at_its_floor_while_the_others_read_high_is_stuck() -> None:
