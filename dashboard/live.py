@@ -78,7 +78,15 @@ def next_full_bins(pool: ConnectionPool) -> pd.DataFrame:
         if hours is not None and np.isfinite(hours):
             rows.append({"site": row["site"], "next_bin": row["device_id"], "next_h": hours})
     if not rows:
-        return pd.DataFrame({"site": [], "next_bin": [], "next_h": []})
+        # Typed as the rows would be: empty lists make float columns, which pandas refuses to
+        # join to the districts' text sites (a fresh install's snapshot failed every refresh).
+        return pd.DataFrame(
+            {
+                "site": pd.Series(dtype=object),
+                "next_bin": pd.Series(dtype=object),
+                "next_h": pd.Series(dtype=float),
+            }
+        )
     frame = pd.DataFrame(rows).sort_values("next_h")
     return frame.groupby("site", as_index=False).first()
 

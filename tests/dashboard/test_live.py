@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -63,3 +64,16 @@ def test_districts_show_the_detectors_time_to_full(
     north = snapshot.districts.set_index("site").loc["north"]
     assert north["next_bin"] == "wb-1"
     assert north["next_h"] == pytest.approx(hours)
+
+
+def test_a_city_without_devices_or_filling_bins_still_has_a_snapshot(
+    timescale_database: Database, pool: ConnectionPool
+) -> None:
+    """A fresh install (no devices yet), then a city with no bin near full: neither has a
+    forecast to join to its districts, and the snapshot is taken all the same."""
+    empty = CityState(pool, timedelta(minutes=5), 5.0).current()
+    assert empty.districts.empty
+    register(timescale_database.dsn, [("aq-1", "north")], family="air")
+    snapshot = CityState(pool, timedelta(minutes=5), 5.0).current()
+    north = snapshot.districts.set_index("site").loc["north"]
+    assert pd.isna(north["next_bin"])
