@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,8 +121,10 @@ def serving(dsn: str, *, reads_prefer_standby: bool = False, **settings: Any) ->
         for client in served.clients:  # open keep-alive connections hold waitress's loop
             client.close()
         # Closed on waitress's own loop thread: closed from here, its sockets could vanish
-        # under a select() in progress (EBADF in the loop thread).
-        server.trigger.pull_trigger(server.close)
+        # under a select() in progress (EBADF in the loop thread). A server whose loop has
+        # already closed it has closed its trigger too (EBADF here): nothing left to close.
+        with suppress(OSError):
+            server.trigger.pull_trigger(server.close)
         thread.join(10)
         app.server.extensions["smartcity.city"].stop()
         for key in (queries.READ_POOL_KEY, queries.POOL_KEY):
