@@ -117,12 +117,15 @@ class IngestService:
         """Whether this worker is doing its job, and if not, why."""
         if self.down:
             return False, "; ".join(f"{task} {why}" for task, why in sorted(self.down.items()))
+        stall = "no telemetry although devices report themselves online"
         if not any(consumer.connected.is_set() for consumer in self.consumers):
+            if self.stalled:  # the watchdog reconnects on a stall: the stall is the reason
+                return False, f"{stall}; reconnecting to the broker"
             return False, "not connected to the broker"
         if self.pipeline is not None and self.pipeline.writing_blocked:
             return False, "database writes are failing; retrying"
         if self.stalled:
-            return False, "no telemetry although devices report themselves online"
+            return False, stall
         return True, "ready"
 
     async def run(self) -> None:

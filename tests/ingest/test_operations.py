@@ -68,10 +68,10 @@ async def test_watchdog_reports_and_reconnects_when_online_devices_fall_silent(
         consumer = service.consumer
         assert consumer is not None
         assert await eventually(lambda: service.stalled, timeout_s=10)
-        assert service.readiness() == (
-            False,
-            "no telemetry although devices report themselves online",
-        )
+        # The stall is the reason, also while the watchdog's reconnection is under way.
+        ready, why = service.readiness()
+        assert not ready
+        assert why.startswith("no telemetry although devices report themselves online")
         assert "no telemetry for" in caplog.text
         assert await eventually(lambda: consumer.connections >= 2, timeout_s=10)
 
