@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.services._process import INSTALL_HINT, ServiceUnavailableError, find_binary
 
@@ -60,6 +62,12 @@ def chromium() -> Iterator[webdriver.Chrome]:
 AXE_VERSION = "4.14.1"  # as pinned in scripts/install-test-deps.sh
 # WCAG 2.0, 2.1 and 2.2 at levels A and AA: the control room's bar.
 AXE_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa")
+
+
+def waiting(browser: webdriver.Chrome, seconds: float) -> WebDriverWait[webdriver.Chrome]:
+    """A bounded wait that looks again when Dash re-renders the element it was reading (a
+    stale element between finding it and reading its text), as it does when data arrives."""
+    return WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def axe_violations(browser: webdriver.Chrome) -> list[dict[str, object]]:

@@ -20,7 +20,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.browser import axe_violations, chromium
+from tests.browser import axe_violations, chromium, waiting
 from tests.dashboard.test_alerts_page import screenshot
 from tests.dashboard.test_overview import MAP_POINTS
 
@@ -125,7 +125,7 @@ def tour(login_url: str, dsn: str, data_dir: Path) -> None:
     with chromium() as browser:
         browser.set_window_size(1600, 860)
         browser.get(login_url)
-        wait = WebDriverWait(browser, 60)
+        wait = waiting(browser, 60)
         wait.until(lambda b: len(b.execute_script(MAP_POINTS)) == DEVICES)
         # The scripted incidents: a live alert on the overview within its first minutes.
         assert eventually(lambda: bool(live_alert_devices(dsn, history_end)), 240)

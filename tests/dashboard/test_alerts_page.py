@@ -12,12 +12,11 @@ from psycopg_pool import ConnectionPool
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.wait import WebDriverWait
 
 from dashboard import alert_actions
 from processing.kinds import Kind
 from tests.api.city import plant
-from tests.browser import chromium
+from tests.browser import chromium, waiting
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.services.handles import Database
 
@@ -44,7 +43,7 @@ def test_an_operator_acknowledges_and_resolves_an_alert(timescale_database: Data
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "operator", PASSWORD, dashboard.code("operator"))
         browser.get(dashboard.url + "/alerts")
-        wait = WebDriverWait(browser, 30)
+        wait = waiting(browser, 30)
         wait.until(lambda b: len(_rows(b)) == 2)  # open and acknowledged by default
         assert {state for _, state in _rows(browser)} == {"open", "acknowledged"}
         screenshot(browser, "alerts")

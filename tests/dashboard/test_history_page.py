@@ -17,7 +17,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from ingest.schema.zone import set_city_zone
 from tests.api.city import plant
-from tests.browser import chromium
+from tests.browser import chromium, waiting
 from tests.dashboard.serving import PASSWORD, browser_login, dash_call, serving
 from tests.dashboard.test_alerts_page import screenshot
 from tests.dashboard.test_security import audit
@@ -103,7 +103,7 @@ def test_the_filters_work_from_the_keyboard_and_are_named(timescale_database: Da
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "planner", PASSWORD)
         browser.get(dashboard.url + "/history")
-        wait = WebDriverWait(browser, 30)
+        wait = waiting(browser, 30)
         wait.until(expected_conditions.presence_of_element_located(
             (By.CSS_SELECTOR, "#history-chart .main-svg")))  # fmt: skip
         metric = browser.find_element(By.ID, "history-metric")

@@ -19,7 +19,7 @@ from dashboard.app import open_pool
 from edge.fleet import plan_fleet
 from ingest.registry import DeviceRecord, register_devices
 from smartcity.demo_city import write_city_map
-from tests.browser import chromium
+from tests.browser import chromium, waiting
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.dashboard.test_alerts_page import screenshot
 from tests.services.handles import Database
@@ -84,7 +84,7 @@ def test_overview_shows_every_device_and_patches_changes(timescale_database: Dat
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "planner", PASSWORD)
         browser.get(dashboard.url + "/")
-        wait = WebDriverWait(browser, 30)
+        wait = waiting(browser, 30)
         wait.until(lambda b: len(b.execute_script(MAP_POINTS)) == len(names))
         points = {device: text for device, text, _ in browser.execute_script(MAP_POINTS)}
         assert sorted(points) == sorted(names)

@@ -8,10 +8,9 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.api.city import plant
-from tests.browser import chromium
+from tests.browser import chromium, waiting
 from tests.dashboard.serving import PASSWORD, browser_login, serving
 from tests.dashboard.test_alerts_page import screenshot
 from tests.services.handles import Database
@@ -44,7 +43,7 @@ def test_a_stream_with_its_band_anomalies_and_gaps(timescale_database: Database)
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "technician", PASSWORD)
         browser.get(dashboard.url + "/sensor?device=aq-0001")
-        wait = WebDriverWait(browser, 60)
+        wait = waiting(browser, 60)
         wait.until(lambda b: dict(b.execute_script(TRACES)).get("readings", 0) > 1000)
         traces = dict(browser.execute_script(TRACES))
         assert traces["learned band (expected ± 3 sigma)"] > 100
@@ -75,7 +74,7 @@ def test_from_the_menu_the_page_opens_on_the_newest_alerts_device_with_a_picker(
     with serving(timescale_database.dsn) as dashboard, chromium() as browser:
         browser_login(browser, dashboard.url, "technician", PASSWORD)
         browser.get(dashboard.url + "/sensor")
-        wait = WebDriverWait(browser, 30)
+        wait = waiting(browser, 30)
         wait.until(expected_conditions.presence_of_element_located((By.ID, "sensor-chart")))
         assert f"({newest[0]})" in browser.find_element(By.CSS_SELECTOR, ".page.sensor h2").text
         options = browser.execute_script(
