@@ -288,9 +288,9 @@ def stage_kernel(
         # every station at 5 after a front has cleared the air is the air.
         cadence = core[r, C_CADENCE]
         fresh_nb = ts - core[r, C_NB_TS] <= max(NB_FRESH_S, 2.0 * cadence + 60.0) * US
-        near = core[r, C_EXPECTED] - x < 3.0 * core[r, C_SIGMA]
-        if fresh_nb:
-            near = core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
+        # Also what makes a shift the neighbours share (weather, a city-wide episode) no fault.
+        shared = fresh_nb and core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
+        near = shared if fresh_nb else core[r, C_EXPECTED] - x < 3.0 * core[r, C_SIGMA]
         excused = core[r, C_RUN_BOTTOM] != 0.0 and near
         # A reading pinned at the top of the range is saturated (a full bin), not stuck.
         stuck = (
@@ -369,9 +369,6 @@ def stage_kernel(
             congestion_pending = conds[partner, K_CONGESTION, D_SINCE] > 0
 
         statistical = metric != M_FILL and not collected and not congestion_pending
-        # A shift the neighbours share (weather, a city-wide episode) is not this sensor's fault.
-        cadence = core[r, C_CADENCE]
-        shared = fresh_nb and core[r, C_NB_SCORE] < cfg[S_CALM_SCORE]
         # Scores are calibrated on the stream's own history (tail_score); conditions open at
         # opening_score and calm below calm_score, and a slow stream stays quiet for a few readings.
         alert = opening_score(cadence, cfg)
